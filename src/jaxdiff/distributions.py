@@ -1,0 +1,559 @@
+r"""Exact data laws, closed under Gaussian noising.
+
+A law $p_0$ of $X_0$ and a forward process give the law of
+$X_t = \alpha X_0 + \sigma Z$. For the three families here that law is known in closed
+form, and so are its score and the posterior of $X_0$ given $X_t$:
+
+* `PointCloud(points)`: the empirical measure $\frac1N\sum_i \delta_{x_i}$; noised, a
+  mixture of $N(\alpha x_i, \sigma^2 I)$ with posterior weights
+  $w_i(x) = \mathrm{softmax}_i\big((\alpha x\cdot x_i - \alpha^2|x_i|^2/2)/\sigma^2\big)$.
+  Large clouds are streamed in chunks with an online log-sum-exp, so memory stays
+  $O(\text{batch} \times \text{chunk} + N d)$.
+* `GaussianMixture(means, stds, weights)` (isotropic components) or with `covs=` (full
+  covariances, possibly singular).
+* `Gaussian(mean, cov)`, `cov` possibly singular: data on an affine subspace.
+
+Each law `law` has `law.noised(process, t)`, a `NoisedLaw` with `log_prob`, `score`,
+`sample`, `posterior`, `denoise` (Tweedie's $E[X_0 | X_t = x]$) and `posterior_sample`.
+The same quantities at explicit `(alpha, sigma)` are the `*_at` methods of the law, which
+samplers and the PDE engine use directly.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+
+from ._checks import as_float_array, check_finite, check_sample_shape, check_time, is_concrete
+from .processes import AbstractProcess
+
+Scalar = Float[ArrayLike, ""]
+
+
+def _batch_keys(key: PRNGKeyArray, n: int):
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+
+
+def _check_n(n) -> int:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"`n` must be a positive integer number of samples, got {n!r}")
+    return int(n)
+
+
+class Posterior(eqx.Module):
+    """The law of `X_0` given `X_t = x`: a mixture `sum_k w_k N(means_k, L_k L_k^T)`.
+
+    `scale` is `None` (Dirac components, a point cloud), shape `(K,)` (isotropic standard
+    deviations) or `(K, d, d)` (a factor `L_k` of each covariance).
+    """
+
+    log_weights: Float[Array, " K"]
+    means: Float[Array, "K d"]
+    scale: Float[Array, " K"] | Float[Array, "K d d"] | None
+
+    @property
+    def weights(self) -> Float[Array, " K"]:
+        """Posterior component probabilities (they sum to one)."""
+        return jnp.exp(self.log_weights)
+
+    def mean(self) -> Float[Array, " d"]:
+        """Tweedie's denoiser `E[X_0 | X_t = x]`."""
+        return self.weights @ self.means
+
+    def sample(self, key: PRNGKeyArray) -> Float[Array, " d"]:
+        """One draw of `X_0 | X_t = x`."""
+        kc, kn = jax.random.split(key)
+        k = jax.random.categorical(kc, self.log_weights)
+        m = self.means[k]
+        if self.scale is None:
+            return m
+        z = jax.random.normal(kn, m.shape, m.dtype)
+        if self.scale.ndim == 1:
+            return m + self.scale[k] * z
+        return m + self.scale[k] @ z
+
+
+class AbstractLaw(eqx.Module):
+    """A law of `X_0` on `R^d` whose Gaussian noising `alpha X_0 + sigma Z` is known exactly.
+
+    The `*_at(alpha, sigma, ...)` methods give the noised law's quantities for one sample
+    `x` of shape `(d,)`; `noised(process, t)` binds them to a time.
+    """
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """The dimension `d` of one sample."""
+
+    @property
+    @abc.abstractmethod
+    def singular(self) -> bool:
+        """True when the law has no density at `t = 0` (then `t > 0` is required)."""
+
+    @abc.abstractmethod
+    def log_prob_at(self, alpha, sigma, x: Float[Array, " d"]) -> Float[Array, ""]:
+        """Log-density of `alpha X_0 + sigma Z` at `x`."""
+
+    @abc.abstractmethod
+    def score_at(self, alpha, sigma, x: Float[Array, " d"]) -> Float[Array, " d"]:
+        """Score `grad log p` of `alpha X_0 + sigma Z` at `x`."""
+
+    @abc.abstractmethod
+    def posterior_at(self, alpha, sigma, x: Float[Array, " d"]) -> Posterior:
+        """The law of `X_0` given `alpha X_0 + sigma Z = x`."""
+
+    @abc.abstractmethod
+    def sample_at(self, key: PRNGKeyArray, n: int, alpha, sigma) -> Float[Array, "n d"]:
+        """`n` draws of `alpha X_0 + sigma Z`; row `i` uses `fold_in(key, i)`."""
+
+    def denoise_at(self, alpha, sigma, x: Float[Array, " d"]) -> Float[Array, " d"]:
+        """Tweedie's denoiser `E[X_0 | alpha X_0 + sigma Z = x]`."""
+        return self.posterior_at(alpha, sigma, x).mean()
+
+    def posterior_sample_at(self, key: PRNGKeyArray, alpha, sigma, x: Float[Array, " d"]) -> Float[Array, " d"]:
+        """One draw of `X_0` given `alpha X_0 + sigma Z = x`."""
+        return self.posterior_at(alpha, sigma, x).sample(key)
+
+    # ---- the law itself (t = 0) -------------------------------------------------------
+
+    def _refuse_singular(self, what: str):
+        if self.singular:
+            raise ValueError(
+                f"{type(self).__name__} has no {what} at t = 0 (it has no density); "
+                "use law.noised(process, t) with t > 0"
+            )
+
+    def log_prob(self, x: Float[Array, " d"]) -> Float[Array, ""]:
+        """Log-density of the law at one sample `x`."""
+        self._refuse_singular("log-density")
+        check_sample_shape("x", x, self.dim)
+        return self.log_prob_at(1.0, 0.0, x)
+
+    def score(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
+        """Score of the law at one sample `x`."""
+        self._refuse_singular("score")
+        check_sample_shape("x", x, self.dim)
+        return self.score_at(1.0, 0.0, x)
+
+    def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
+        """`n` draws, shape `(n, d)`; row `i` uses `fold_in(key, i)`."""
+        return self.sample_at(key, _check_n(n), 1.0, 0.0)
+
+    def noised(self, process: AbstractProcess, t: Scalar) -> NoisedLaw:
+        """The law of `X_t` when `X_0` has this law and `process` noises it."""
+        return NoisedLaw(self, process, t)
+
+
+class NoisedLaw(eqx.Module):
+    """The law of `X_t = alpha(t) X_0 + sigma(t) Z` for an exact law of `X_0`.
+
+    Methods act on one sample `x` of shape `(d,)`; batch with `jax.vmap`.
+    """
+
+    law: AbstractLaw
+    process: AbstractProcess
+    t: Scalar
+
+    def __init__(self, law: AbstractLaw, process: AbstractProcess, t: Scalar):
+        """**Arguments:** `law`, the law of `X_0`; `process`; `t` in `[0, T]` (`> 0` for a
+        point cloud or any law without a density)."""
+        self.law = law
+        self.process = process
+        self.t = check_time(
+            "t", t, process.T, strictly_positive=law.singular, what=f"a {type(law).__name__} is singular at t = 0"
+        )
+
+    @property
+    def alpha(self):
+        return self.process.alpha(self.t)
+
+    @property
+    def sigma(self):
+        return self.process.sigma(self.t)
+
+    def log_prob(self, x: Float[Array, " d"]) -> Float[Array, ""]:
+        check_sample_shape("x", x, self.law.dim)
+        return self.law.log_prob_at(self.alpha, self.sigma, x)
+
+    def score(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
+        check_sample_shape("x", x, self.law.dim)
+        return self.law.score_at(self.alpha, self.sigma, x)
+
+    def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
+        return self.law.sample_at(key, _check_n(n), self.alpha, self.sigma)
+
+    def posterior(self, x: Float[Array, " d"]) -> Posterior:
+        """The law of `X_0` given `X_t = x` (component weights, means and scales)."""
+        check_sample_shape("x", x, self.law.dim)
+        return self.law.posterior_at(self.alpha, self.sigma, x)
+
+    def denoise(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
+        """Tweedie's denoiser `E[X_0 | X_t = x] = (x + sigma^2 score(x)) / alpha`."""
+        check_sample_shape("x", x, self.law.dim)
+        return self.law.denoise_at(self.alpha, self.sigma, x)
+
+    def posterior_sample(self, key: PRNGKeyArray, x: Float[Array, " d"]) -> Float[Array, " d"]:
+        """One draw of `X_0 | X_t = x`."""
+        check_sample_shape("x", x, self.law.dim)
+        return self.law.posterior_sample_at(key, self.alpha, self.sigma, x)
+
+
+# ---------------------------------------------------------------------------------------
+# Gaussian mixtures (and single Gaussians)
+# ---------------------------------------------------------------------------------------
+
+
+def _check_weights(weights, K: int, dtype):
+    if weights is None:
+        return jnp.full((K,), -math.log(K), dtype)
+    w = as_float_array("weights", weights)
+    if w.shape != (K,):
+        raise ValueError(f"`weights` must have shape ({K},) to match `means`, got {w.shape}")
+    if is_concrete(w):
+        wn = np.asarray(w, dtype=np.float64)
+        if not np.all(np.isfinite(wn)) or np.any(wn < 0):
+            raise ValueError("`weights` must be finite and non-negative")
+        if abs(wn.sum() - 1.0) > 1e-5:
+            raise ValueError(f"`weights` must sum to one, got sum {wn.sum():.8g}")
+    return jnp.log(w)
+
+
+class GaussianMixture(AbstractLaw):
+    r"""A mixture $\sum_k \pi_k N(m_k, C_k)$, isotropic ($C_k = s_k^2 I$) or full.
+
+    Noised, it is again a Gaussian mixture: $\sum_k \pi_k N(\alpha m_k, \alpha^2 C_k + \sigma^2 I)$.
+    Full covariances are held by their eigendecomposition, so singular ones (data on a
+    subspace) are exact at every $t > 0$.
+    """
+
+    means: Float[Array, "K d"]
+    log_weights: Float[Array, " K"]
+    variances: Float[Array, " K"] | None  # isotropic s_k^2
+    evals: Float[Array, "K d"] | None  # full: C_k = U_k diag(evals_k) U_k^T
+    evecs: Float[Array, "K d d"] | None
+
+    def __init__(self, means, stds=None, weights=None, *, covs=None):
+        """**Arguments:**
+
+        - `means`: shape `(K, d)`.
+        - `stds`: isotropic standard deviations, a scalar or shape `(K,)`, each `>= 0`.
+        - `weights`: shape `(K,)`, non-negative, summing to one (default: uniform).
+        - `covs`: full covariances instead of `stds`, shape `(K, d, d)`, symmetric PSD.
+        """
+        means = check_finite("means", as_float_array("means", means))
+        if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
+            raise ValueError(f"`means` must have shape (K, d) with K, d >= 1, got {means.shape}")
+        K, d = means.shape
+        self.means = means
+        self.log_weights = _check_weights(weights, K, means.dtype)
+        if (stds is None) == (covs is None):
+            raise ValueError("give exactly one of `stds` (isotropic) and `covs` (full covariances)")
+        if stds is not None:
+            s = check_finite("stds", as_float_array("stds", stds))
+            if s.ndim == 0:
+                s = jnp.full((K,), s)
+            if s.shape != (K,):
+                raise ValueError(f"`stds` must be a scalar or have shape ({K},), got {s.shape}")
+            if is_concrete(s) and np.any(np.asarray(s) < 0):
+                raise ValueError("`stds` must be non-negative")
+            self.variances, self.evals, self.evecs = jnp.square(s), None, None
+        else:
+            c = check_finite("covs", as_float_array("covs", covs))
+            if c.shape != (K, d, d):
+                raise ValueError(f"`covs` must have shape ({K}, {d}, {d}), got {c.shape}")
+            if is_concrete(c):
+                cn = np.asarray(c, dtype=np.float64)
+                if not np.allclose(cn, np.swapaxes(cn, -1, -2), atol=1e-6 * max(1.0, np.abs(cn).max())):
+                    raise ValueError("`covs` must be symmetric")
+            evals, evecs = jnp.linalg.eigh(c)
+            if is_concrete(evals):
+                scale = max(1.0, float(jnp.max(jnp.abs(evals))))
+                if float(jnp.min(evals)) < -1e-6 * scale:
+                    raise ValueError(f"`covs` must be positive semi-definite, smallest eigenvalue {float(jnp.min(evals)):.3g}")
+            self.variances, self.evals, self.evecs = None, jnp.clip(evals, 0.0), evecs
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def weights(self) -> Float[Array, " K"]:
+        return jnp.exp(self.log_weights)
+
+    @property
+    def singular(self) -> bool:
+        v = self.variances if self.variances is not None else self.evals
+        if not is_concrete(v):
+            return True
+        return bool(np.min(np.asarray(v)) <= 0)
+
+    @property
+    def covariances(self) -> Float[Array, "K d d"]:
+        """Component covariances `C_k`, shape `(K, d, d)`."""
+        if self.variances is not None:
+            return self.variances[:, None, None] * jnp.eye(self.dim, dtype=self.means.dtype)
+        return jnp.einsum("kij,kj,klj->kil", self.evecs, self.evals, self.evecs)
+
+    def mean(self) -> Float[Array, " d"]:
+        return self.weights @ self.means
+
+    def covariance(self) -> Float[Array, "d d"]:
+        """Covariance of the whole mixture."""
+        mu = self.mean()
+        dm = self.means - mu
+        return jnp.einsum("k,kij->ij", self.weights, self.covariances) + jnp.einsum("k,ki,kj->ij", self.weights, dm, dm)
+
+    # Per-component pieces at (alpha, sigma): log-likelihoods, whitened residuals.
+    def _components(self, alpha, sigma, x):
+        diff = x[None, :] - alpha * self.means  # (K, d)
+        if self.variances is not None:
+            v = alpha**2 * self.variances + sigma**2  # (K,)
+            ll = -0.5 * jnp.sum(diff**2, axis=1) / v - 0.5 * self.dim * jnp.log(2 * jnp.pi * v)
+            return ll, diff, v
+        y = jnp.einsum("kji,kj->ki", self.evecs, diff)  # U^T diff
+        v = alpha**2 * self.evals + sigma**2  # (K, d)
+        ll = -0.5 * jnp.sum(y**2 / v, axis=1) - 0.5 * jnp.sum(jnp.log(2 * jnp.pi * v), axis=1)
+        return ll, y, v
+
+    def log_prob_at(self, alpha, sigma, x):
+        ll, _, _ = self._components(alpha, sigma, x)
+        return jax.nn.logsumexp(self.log_weights + ll)
+
+    def score_at(self, alpha, sigma, x):
+        ll, r, v = self._components(alpha, sigma, x)
+        resp = jax.nn.softmax(self.log_weights + ll)
+        if self.variances is not None:
+            return -jnp.einsum("k,kd->d", resp / v, r)
+        return -jnp.einsum("k,kij,kj->i", resp, self.evecs, r / v)
+
+    def posterior_at(self, alpha, sigma, x):
+        ll, r, v = self._components(alpha, sigma, x)
+        log_w = jax.nn.log_softmax(self.log_weights + ll)
+        if self.variances is not None:
+            gain = alpha * self.variances / v  # (K,)
+            means = self.means + gain[:, None] * r
+            scale = jnp.sqrt(self.variances * sigma**2 / v)
+            return Posterior(log_w, means, scale)
+        gain = alpha * self.evals / v  # (K, d)
+        means = self.means + jnp.einsum("kij,kj->ki", self.evecs, gain * r)
+        scale = self.evecs * jnp.sqrt(self.evals * sigma**2 / v)[:, None, :]
+        return Posterior(log_w, means, scale)
+
+    def sample_at(self, key, n, alpha, sigma):
+        def one(k):
+            kc, kx, kz = jax.random.split(k, 3)
+            c = jax.random.categorical(kc, self.log_weights)
+            z0 = jax.random.normal(kx, (self.dim,), self.means.dtype)
+            if self.variances is not None:
+                x0 = self.means[c] + jnp.sqrt(self.variances[c]) * z0
+            else:
+                x0 = self.means[c] + self.evecs[c] @ (jnp.sqrt(self.evals[c]) * z0)
+            return alpha * x0 + sigma * jax.random.normal(kz, (self.dim,), self.means.dtype)
+
+        return jax.vmap(one)(_batch_keys(key, n))
+
+
+class Gaussian(AbstractLaw):
+    """A Gaussian `N(mean, cov)`; `cov` may be singular (data on an affine subspace)."""
+
+    mixture: GaussianMixture
+
+    def __init__(self, mean, cov):
+        """**Arguments:** `mean`, shape `(d,)`; `cov`, shape `(d, d)`, symmetric PSD."""
+        mean = as_float_array("mean", mean)
+        if mean.ndim != 1:
+            raise ValueError(f"`mean` must have shape (d,), got {mean.shape}")
+        cov = as_float_array("cov", cov)
+        d = mean.shape[0]
+        if cov.shape != (d, d):
+            raise ValueError(f"`cov` must have shape ({d}, {d}) to match `mean`, got {cov.shape}")
+        self.mixture = GaussianMixture(mean[None], covs=cov[None])
+
+    @property
+    def mean(self) -> Float[Array, " d"]:
+        return self.mixture.means[0]
+
+    @property
+    def cov(self) -> Float[Array, "d d"]:
+        return self.mixture.covariances[0]
+
+    @property
+    def dim(self) -> int:
+        return self.mixture.dim
+
+    @property
+    def singular(self) -> bool:
+        return self.mixture.singular
+
+    def log_prob_at(self, alpha, sigma, x):
+        return self.mixture.log_prob_at(alpha, sigma, x)
+
+    def score_at(self, alpha, sigma, x):
+        return self.mixture.score_at(alpha, sigma, x)
+
+    def posterior_at(self, alpha, sigma, x):
+        return self.mixture.posterior_at(alpha, sigma, x)
+
+    def sample_at(self, key, n, alpha, sigma):
+        return self.mixture.sample_at(key, n, alpha, sigma)
+
+
+# ---------------------------------------------------------------------------------------
+# Point clouds (empirical measures), streamed
+# ---------------------------------------------------------------------------------------
+
+_DENSE_MAX = 16384  # up to this many points one dense pass beats chunking
+_DEFAULT_CHUNK = 4096
+
+
+class PointCloud(AbstractLaw):
+    r"""The empirical measure $\frac1N \sum_i \delta_{x_i}$ of `N` points in `R^d`.
+
+    Noised, it is the mixture $\frac1N \sum_i N(\alpha x_i, \sigma^2 I)$; its posterior
+    weights are $w_i = \mathrm{softmax}_i(a\, x\cdot x_i - b |x_i|^2)$ with
+    $a = \alpha/\sigma^2$, $b = \alpha^2 / (2\sigma^2)$. Beyond `chunk_size` points the sum
+    is streamed chunk by chunk with an online log-sum-exp (and rematerialised under
+    reverse-mode differentiation), so no `batch x N` matrix is ever formed. The squared
+    norms $|x_i|^2$ are computed once, here.
+
+    Streaming changes the order of the floating-point sums only: streamed and dense agree
+    to float rounding. Posterior sampling (Gumbel-max) draws its noise per chunk, so its
+    random stream depends on `chunk_size`.
+    """
+
+    chunks: Float[Array, "C n d"]  # points, zero-padded to a whole number of chunks
+    sq_norms: Float[Array, "C n"]
+    n_points: int = eqx.field(static=True)
+
+    def __init__(self, points, *, chunk_size: int | None = None):
+        """**Arguments:**
+
+        - `points`: shape `(N, d)`, finite, `N >= 1`.
+        - `chunk_size`: points per streamed chunk. Default: one dense pass up to 16384 points,
+          else chunks of 4096 (the figures in `benchmarks/` justify both).
+        """
+        points = check_finite("points", as_float_array("points", points))
+        if points.ndim != 2:
+            raise ValueError(f"`points` must have shape (N, d), got {points.shape}")
+        N, d = points.shape
+        if N < 1:
+            raise ValueError("`points` is empty: a PointCloud needs at least one point")
+        if d < 1:
+            raise ValueError("`points` must have at least one coordinate (d >= 1)")
+        if chunk_size is None:
+            chunk_size = N if N <= _DENSE_MAX else _DEFAULT_CHUNK
+        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}")
+        chunk_size = min(int(chunk_size), N)
+        n_chunks = -(-N // chunk_size)
+        pad = n_chunks * chunk_size - N
+        padded = jnp.pad(points, ((0, pad), (0, 0))) if pad else points
+        self.chunks = padded.reshape(n_chunks, chunk_size, d)
+        self.sq_norms = jnp.sum(self.chunks**2, axis=-1)
+        self.n_points = N
+
+    @property
+    def points(self) -> Float[Array, "N d"]:
+        return self.chunks.reshape(-1, self.dim)[: self.n_points]
+
+    @property
+    def dim(self) -> int:
+        return self.chunks.shape[2]
+
+    @property
+    def chunk_size(self) -> int:
+        return self.chunks.shape[1]
+
+    @property
+    def singular(self) -> bool:
+        return True
+
+    def _logits(self, c: int | Int[Array, ""], a, b, x):
+        logits = a * (self.chunks[c] @ x) - b * self.sq_norms[c]
+        if self.n_points % self.chunk_size:  # mask the zero padding of the last chunk
+            valid = c * self.chunk_size + jnp.arange(self.chunk_size) < self.n_points
+            logits = jnp.where(valid, logits, -jnp.inf)
+        return logits
+
+    def _lse_and_mean(self, alpha, sigma, x):
+        """`log sum_i exp(logit_i)` and `sum_i w_i x_i`, streamed over chunks."""
+        a = alpha / sigma**2
+        b = 0.5 * alpha**2 / sigma**2
+        if self.chunks.shape[0] == 1:
+            logits = self._logits(0, a, b, x)
+            lse = jax.nn.logsumexp(logits)
+            return lse, jnp.exp(logits - lse) @ self.chunks[0]
+
+        @jax.checkpoint
+        def body(carry, c):
+            m, l, acc = carry
+            logits = self._logits(c, a, b, x)
+            m_new = jnp.maximum(m, jnp.max(logits))
+            scale = jnp.exp(m - m_new)
+            p = jnp.exp(logits - m_new)
+            return (m_new, l * scale + jnp.sum(p), acc * scale + p @ self.chunks[c]), None
+
+        dtype = jnp.result_type(x, self.chunks, a)
+        init = (jnp.array(-jnp.inf, dtype), jnp.zeros((), dtype), jnp.zeros((self.dim,), dtype))
+        (m, l, acc), _ = jax.lax.scan(body, init, jnp.arange(self.chunks.shape[0]))
+        return m + jnp.log(l), acc / l
+
+    def log_prob_at(self, alpha, sigma, x):
+        lse, _ = self._lse_and_mean(alpha, sigma, x)
+        var = sigma**2
+        return lse - 0.5 * jnp.sum(x**2) / var - math.log(self.n_points) - 0.5 * self.dim * jnp.log(2 * jnp.pi * var)
+
+    def score_at(self, alpha, sigma, x):
+        _, mean = self._lse_and_mean(alpha, sigma, x)
+        return (alpha * mean - x) / sigma**2
+
+    def denoise_at(self, alpha, sigma, x):
+        return self._lse_and_mean(alpha, sigma, x)[1]
+
+    def posterior_at(self, alpha, sigma, x):
+        """Dense: weights over all `N` points (use `denoise_at` / `posterior_sample_at` to stream)."""
+        a = alpha / sigma**2
+        b = 0.5 * alpha**2 / sigma**2
+        logits = a * (self.points @ x) - b * self.sq_norms.reshape(-1)[: self.n_points]
+        return Posterior(jax.nn.log_softmax(logits), self.points, None)
+
+    def posterior_index(self, key: PRNGKeyArray, alpha, sigma, x) -> Int[Array, ""]:
+        """Index of a training point drawn from the posterior weights (streamed Gumbel-max)."""
+        a = alpha / sigma**2
+        b = 0.5 * alpha**2 / sigma**2
+
+        def body(carry, c):
+            best, best_i = carry
+            z = self._logits(c, a, b, x) + jax.random.gumbel(jax.random.fold_in(key, c), (self.chunk_size,), best.dtype)
+            j = jnp.argmax(z)
+            better = z[j] > best
+            return (jnp.where(better, z[j], best), jnp.where(better, c * self.chunk_size + j, best_i)), None
+
+        dtype = jnp.result_type(x, self.chunks, a)
+        init = (jnp.array(-jnp.inf, dtype), jnp.array(0, jnp.int32))
+        (_, idx), _ = jax.lax.scan(body, init, jnp.arange(self.chunks.shape[0]))
+        return idx
+
+    def posterior_sample_at(self, key, alpha, sigma, x):
+        idx = self.posterior_index(key, alpha, sigma, x)
+        return self.chunks.reshape(-1, self.dim)[idx]
+
+    def sample_at(self, key, n, alpha, sigma):
+        flat = self.chunks.reshape(-1, self.dim)
+
+        def one(k):
+            ki, kz = jax.random.split(k)
+            i = jax.random.randint(ki, (), 0, self.n_points)
+            return alpha * flat[i] + sigma * jax.random.normal(kz, (self.dim,), flat.dtype)
+
+        return jax.vmap(one)(_batch_keys(key, n))
