@@ -283,7 +283,8 @@ class CosineVP(AbstractProcess):
     def sigma2(self, t):
         # cos^2 u0 - cos^2 u = sin(u - u0) sin(u + u0): no cancellation as t -> 0
         u, u0 = self._u(t), self._u(0.0)
-        return jnp.sin(u - u0) * jnp.sin(u + u0) / jnp.square(jnp.cos(u0))
+        du = (jnp.pi / 2) * jnp.asarray(t) / (1 + self.s)  # u - u0, without the cancellation
+        return jnp.sin(du) * jnp.sin(u + u0) / jnp.square(jnp.cos(u0))
 
     def f(self, t):
         return -(jnp.pi / 2) / (1 + self.s) * jnp.tan(self._u(t))
