@@ -100,7 +100,7 @@ def test_ou_matches_seed_papers():
 def test_forward_sde_simulation_matches_marginal(name):
     """Euler–Maruyama in Diffrax on a fine grid vs the closed-form mean and variance."""
     p = PROCESSES[name]
-    n, steps = 4000, 400
+    n, steps = 2000, 100
     t1 = 0.5 * float(p.T)
     x0 = jnp.array([1.5, -0.5])
 

@@ -537,7 +537,7 @@ class PointCloud(AbstractLaw):
             z = self._logits(c, a, b, x) + jax.random.gumbel(jax.random.fold_in(key, c), (self.chunk_size,), best.dtype)
             j = jnp.argmax(z)
             better = z[j] > best
-            return (jnp.where(better, z[j], best), jnp.where(better, c * self.chunk_size + j, best_i)), None
+            return (jnp.where(better, z[j], best), jnp.where(better, (c * self.chunk_size + j).astype(best_i.dtype), best_i)), None
 
         dtype = jnp.result_type(x, self.chunks, a)
         init = (jnp.array(-jnp.inf, dtype), jnp.array(0, jnp.int32))

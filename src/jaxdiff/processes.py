@@ -26,6 +26,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._checks import is_concrete
@@ -34,8 +35,8 @@ Scalar = Float[ArrayLike, ""]
 
 
 def _positive(name: str, value, *, allow_zero: bool = False):
-    if is_concrete(value):
-        v = float(jnp.asarray(value))
+    if isinstance(value, (int, float)) or (is_concrete(value) and jnp.ndim(value) == 0):
+        v = float(np.asarray(value))
         ok = v >= 0 if allow_zero else v > 0
         if not (ok and math.isfinite(v)):
             bound = ">= 0" if allow_zero else "> 0"
@@ -160,6 +161,22 @@ class OU(AbstractProcess):
         return 1.0
 
 
+def _linear_beta(p, t):
+    return p.beta_min + (jnp.asarray(t) / p.T) * (p.beta_max - p.beta_min)
+
+
+def _linear_B(p, t):
+    t = jnp.asarray(t)
+    return p.beta_min * t + 0.5 * (p.beta_max - p.beta_min) * t**2 / p.T
+
+
+def _t_from_linear_B(p, B):
+    a = 0.5 * (p.beta_max - p.beta_min) / p.T
+    b = p.beta_min
+    # the positive root of a t^2 + b t - B = 0, in the cancellation-free form
+    return 2 * B / (b + jnp.sqrt(b**2 + 4 * a * B))
+
+
 class VP(AbstractProcess):
     """Variance-preserving SDE with a linear schedule (Song et al. 2021):
     `dX = -beta(t)/2 X dt + sqrt(beta(t)) dW`, `beta(t) = beta_min + (t/T)(beta_max - beta_min)`.
@@ -179,17 +196,12 @@ class VP(AbstractProcess):
         self.T = _positive("T", T)
 
     def beta(self, t):
-        return self.beta_min + (jnp.asarray(t) / self.T) * (self.beta_max - self.beta_min)
+        """`beta(t)`, the linear noise rate."""
+        return _linear_beta(self, t)
 
     def B(self, t):
-        t = jnp.asarray(t)
-        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2 / self.T
-
-    def _t_from_B(self, B):
-        a = 0.5 * (self.beta_max - self.beta_min) / self.T
-        b = self.beta_min
-        # root of a t^2 + b t - B = 0 in the cancellation-free form
-        return 2 * B / (b + jnp.sqrt(b**2 + 4 * a * B))
+        """`B(t) = int_0^t beta`."""
+        return _linear_B(self, t)
 
     def log_alpha(self, t):
         return -0.5 * self.B(t)
@@ -204,7 +216,7 @@ class VP(AbstractProcess):
         return self.beta(t)
 
     def t_from_log_snr(self, log_snr):
-        return self._t_from_B(jax.nn.softplus(-jnp.asarray(log_snr)))
+        return _t_from_linear_B(self, jax.nn.softplus(-jnp.asarray(log_snr)))
 
     @property
     def prior_std(self):
@@ -227,28 +239,24 @@ class SubVP(AbstractProcess):
         self.beta_max = _positive("beta_max", beta_max)
         self.T = _positive("T", T)
 
-    def _vp(self) -> VP:
-        return VP(self.beta_min, self.beta_max, self.T)
-
     def log_alpha(self, t):
-        return -0.5 * self._vp().B(t)
+        return -0.5 * _linear_B(self, t)
 
     def sigma2(self, t):
-        return jnp.square(jnp.expm1(-self._vp().B(t)))
+        return jnp.square(jnp.expm1(-_linear_B(self, t)))
 
     def f(self, t):
-        return -0.5 * self._vp().beta(t)
+        return -0.5 * _linear_beta(self, t)
 
     def g2(self, t):
-        vp = self._vp()
-        return vp.beta(t) * (-jnp.expm1(-2 * vp.B(t)))
+        return _linear_beta(self, t) * (-jnp.expm1(-2 * _linear_B(self, t)))
 
     def t_from_log_snr(self, log_snr):
         # u = e^-B solves u / (1-u)^2 = r = e^lambda; the small root, written stably:
         # B = log1p((1 + sqrt(1 + 4 r)) / (2 r)).
         r = jnp.exp(jnp.asarray(log_snr))
         B = jnp.log1p((1 + jnp.sqrt(1 + 4 * r)) / (2 * r))
-        return self._vp()._t_from_B(B)
+        return _t_from_linear_B(self, B)
 
     @property
     def prior_std(self):
