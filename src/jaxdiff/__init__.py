@@ -27,6 +27,44 @@ from .scores import AbstractScore as AbstractScore, ExactScore as ExactScore
 # --- sampling (issue 4) ---------------------------------------------------------------
 
 # --- learning (issue 5) ---------------------------------------------------------------
+from .likelihood import (
+    AbstractDivergence as AbstractDivergence,
+    ExactDivergence as ExactDivergence,
+    Hutchinson as Hutchinson,
+    log_likelihood as log_likelihood,
+)
+from .losses import (
+    AbstractLoss as AbstractLoss,
+    AbstractTimeSampler as AbstractTimeSampler,
+    AbstractWeighting as AbstractWeighting,
+    DSMLoss as DSMLoss,
+    EDMWeighting as EDMWeighting,
+    LikelihoodImportanceTime as LikelihoodImportanceTime,
+    LikelihoodWeighting as LikelihoodWeighting,
+    LogNormalTime as LogNormalTime,
+    SigmaSquaredWeighting as SigmaSquaredWeighting,
+    SlicedScoreMatchingLoss as SlicedScoreMatchingLoss,
+    UniformTime as UniformTime,
+    dsm_loss as dsm_loss,
+    dsm_minimum as dsm_minimum,
+    fisher_divergence as fisher_divergence,
+    sliced_score_matching_loss as sliced_score_matching_loss,
+)
+from .network_score import (
+    AbstractParametrisation as AbstractParametrisation,
+    EDMParam as EDMParam,
+    EpsParam as EpsParam,
+    NetworkScore as NetworkScore,
+    ScoreParam as ScoreParam,
+    VParam as VParam,
+    X0Param as X0Param,
+)
+from .training import (
+    TrainLog as TrainLog,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
+    train as train,
+)
 
 # --- density view (issue 6): jaxdiff.pde, imported lazily below ------------------------
 
