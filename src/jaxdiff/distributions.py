@@ -22,6 +22,7 @@ samplers and the PDE engine use directly.
 from __future__ import annotations
 
 import abc
+import functools
 import math
 
 import equinox as eqx
@@ -412,8 +413,137 @@ class Gaussian(AbstractLaw):
 # Point clouds (empirical measures), streamed
 # ---------------------------------------------------------------------------------------
 
-_DENSE_MAX = 16384  # up to this many points one dense pass beats chunking
-_DEFAULT_CHUNK = 4096
+def _default_chunk(n_points: int) -> int:
+    """Points per streamed chunk, from the shapes and the backend (see `benchmarks/bench_score.py`).
+
+    On a CPU the `tile x chunk` logits block must stay in cache, so chunks are small; a GPU
+    wants large ones. A divisor of `N` near the target is preferred: then no chunk is ragged
+    and no masking is needed.
+    """
+    cpu = jax.default_backend() == "cpu"
+    dense_max, target = (_DENSE_MAX_CPU, _CHUNK_CPU) if cpu else (_DENSE_MAX_GPU, _CHUNK_GPU)
+    if n_points <= dense_max:
+        return n_points
+    for c in range(target, target // 2, -1):
+        if n_points % c == 0:
+            return c
+    return target
+
+
+def _batch_tile(n: int, chunk: int) -> int:
+    """Queries per tile in the batched kernel: `tile x chunk` logits within a cache budget."""
+    budget = _TILE_ELEMS_CPU if jax.default_backend() == "cpu" else _TILE_ELEMS_GPU
+    tile = max(8, budget // chunk)
+    if n <= tile:
+        return n
+    n_tiles = -(-n // tile)
+    return -(-n // n_tiles)  # balanced tiles: at most n_tiles - 1 padded rows
+
+
+@functools.cache
+def _streamer(n_points: int):
+    r"""The empirical-measure kernel for clouds of `n_points` points.
+
+    Returns `f(a, b, chunks, sq_norms, x) -> (lse, mean)` on one query `x`, with
+    $\ell_i = a\,x\cdot x_i - b|x_i|^2$, `lse` $= \log\sum_i e^{\ell_i}$ and `mean`
+    $= \sum_i \mathrm{softmax}(\ell)_i x_i$, streamed over the chunks with an online
+    log-sum-exp. Three layers, because how the batch is laid out matters several-fold:
+
+    * `rows`: the kernel on a block of queries `X` (n, d). Queries sit on the left of both
+      matmuls (`X @ D_c^T`, then `P @ D_c`), so the batch is the row dimension and XLA
+      emits plain GEMMs (a vmapped `D_c @ x` puts the batch last and ran at 0.2 of the
+      matmul figure). The running max is a `stop_gradient` shift: the result does not
+      depend on it, so differentiating it would only add work.
+    * a `custom_vmap` rule: under `jax.vmap` the whole batch goes to `rows` in tiles of
+      `_batch_tile` queries (`lax.map`), so each `tile x chunk` logits block stays in cache
+      instead of streaming a `batch x chunk` block through memory several times.
+    * a `custom_jvp` whose rule is `jax.jvp` of the plain per-sample kernel: `custom_vmap`
+      has no reverse mode of its own, so every derivative (forward, reverse, any order)
+      goes through ordinary, rematerialised JAX code, and only evaluation takes the fast
+      path. Both paths compute the same sums; they agree to float rounding.
+    """
+
+    def rows(a, b, chunks, sq_norms, X):
+        n_chunks, chunk, _ = chunks.shape
+        ragged = n_points % chunk != 0
+
+        def logits_of(c, Dc, sc):
+            logits = a[:, None] * (X @ Dc.T) - b[:, None] * sc[None, :]
+            if ragged:  # the zero padding of the last chunk gets weight exactly 0
+                logits = jnp.where((c * chunk + jnp.arange(chunk) < n_points)[None, :], logits, -jnp.inf)
+            return logits
+
+        if n_chunks == 1:
+            logits = logits_of(0, chunks[0], sq_norms[0])
+            m = jax.lax.stop_gradient(jnp.max(logits, axis=1))
+            p = jnp.exp(logits - m[:, None])
+            l, acc = jnp.sum(p, axis=1), p @ chunks[0]
+        else:
+
+            @jax.checkpoint  # reverse mode stores the carries only, never a logits block
+            def body(carry, inp):
+                m, l, acc = carry
+                c, Dc, sc = inp
+                logits = logits_of(c, Dc, sc)
+                m_new = jnp.maximum(m, jax.lax.stop_gradient(jnp.max(logits, axis=1)))
+                scale = jnp.exp(m - m_new)
+                p = jnp.exp(logits - m_new[:, None])
+                return (m_new, l * scale + jnp.sum(p, axis=1), acc * scale[:, None] + p @ Dc), None
+
+            n, dtype = X.shape[0], jnp.result_type(X, chunks, a, b)
+            zeros = jnp.zeros((n,), dtype)
+            init = (jnp.full((n,), -jnp.inf, dtype), zeros, jnp.zeros((n, chunks.shape[2]), dtype))
+            (m, l, acc), _ = jax.lax.scan(body, init, (jnp.arange(n_chunks), chunks, sq_norms))
+        return m + jnp.log(l), acc / l[:, None]
+
+    def one(a, b, chunks, sq_norms, x):
+        lse, mean = rows(jnp.reshape(a, (1,)), jnp.reshape(b, (1,)), chunks, sq_norms, x[None])
+        return lse[0], mean[0]
+
+    fast = jax.custom_batching.custom_vmap(one)
+
+    @fast.def_vmap
+    def _rule(axis_size, in_batched, a, b, chunks, sq_norms, x):
+        a_b, b_b, c_b, s_b, x_b = in_batched
+        if c_b or s_b:  # a batch of clouds: nothing to tile, fall back to plain vmap
+            axes = tuple(0 if f else None for f in in_batched)
+            return jax.vmap(one, in_axes=axes)(a, b, chunks, sq_norms, x), (True, True)
+        dtype = jnp.result_type(a, b)
+        a = a if a_b else jnp.broadcast_to(jnp.asarray(a, dtype), (axis_size,))
+        b = b if b_b else jnp.broadcast_to(jnp.asarray(b, dtype), (axis_size,))
+        X = x if x_b else jnp.broadcast_to(x, (axis_size, *x.shape))
+        tile = _batch_tile(axis_size, chunks.shape[1])
+        if tile >= axis_size:
+            return rows(a, b, chunks, sq_norms, X), (True, True)
+        n_tiles = -(-axis_size // tile)
+        pad = n_tiles * tile - axis_size  # padded queries (x = 0, a = b = 0) are finite, then dropped
+        a, b = jnp.pad(a, (0, pad)), jnp.pad(b, (0, pad))
+        X = jnp.pad(X, ((0, pad), (0, 0)))
+        # Query r goes to tile r % n_tiles (strided, not blocked): a batch split in blocks
+        # over devices then splits every tile the same way, so an SPMD-partitioned loop over
+        # tiles needs no communication (a blocked layout made XLA all-gather each tile).
+        tiles = lambda v: jnp.swapaxes(v.reshape(tile, n_tiles, *v.shape[1:]), 0, 1)
+        untile = lambda v: jnp.swapaxes(v, 0, 1).reshape(-1, *v.shape[2:])[:axis_size]
+        lse, mean = jax.lax.map(
+            lambda blk: rows(blk[0], blk[1], chunks, sq_norms, blk[2]), (tiles(a), tiles(b), tiles(X))
+        )
+        return (untile(lse), untile(mean)), (True, True)
+
+    @jax.custom_jvp
+    def stream(a, b, chunks, sq_norms, x):
+        return fast(a, b, chunks, sq_norms, x)
+
+    @stream.defjvp
+    def _stream_jvp(primals, tangents):
+        return jax.jvp(one, primals, tangents)
+
+    return stream
+
+
+# Defaults from benchmarks/bench_score.py (CPU, AVX-512, two cores); the GPU ones are sized
+# for tens of GB of device memory.
+_DENSE_MAX_CPU, _CHUNK_CPU, _TILE_ELEMS_CPU = 4096, 1024, 2**20
+_DENSE_MAX_GPU, _CHUNK_GPU, _TILE_ELEMS_GPU = 65536, 16384, 2**27
 
 
 class PointCloud(AbstractLaw):
@@ -424,7 +554,8 @@ class PointCloud(AbstractLaw):
     $a = \alpha/\sigma^2$, $b = \alpha^2 / (2\sigma^2)$. Beyond `chunk_size` points the sum
     is streamed chunk by chunk with an online log-sum-exp (and rematerialised under
     reverse-mode differentiation), so no `batch x N` matrix is ever formed. The squared
-    norms $|x_i|^2$ are computed once, here.
+    norms $|x_i|^2$ are computed once, here. Under `jax.vmap` the batch is processed in
+    cache-sized tiles of queries (a `custom_vmap` rule; derivatives use the plain kernel).
 
     Streaming changes the order of the floating-point sums only: streamed and dense agree
     to float rounding. Posterior sampling (Gumbel-max) draws its noise per chunk, so its
@@ -439,8 +570,10 @@ class PointCloud(AbstractLaw):
         """**Arguments:**
 
         - `points`: shape `(N, d)`, finite, `N >= 1`.
-        - `chunk_size`: points per streamed chunk. Default: one dense pass up to 16384 points,
-          else chunks of 4096 (the figures in `benchmarks/` justify both).
+        - `chunk_size`: points per streamed chunk. Default, from the shapes and the backend:
+          on a CPU one dense pass up to 4096 points, else chunks of about 1024 (a divisor of
+          `N` when there is one near, so no chunk is ragged); on a GPU 65536 and 16384.
+          `benchmarks/bench_score.py` measures the choice.
         """
         points = check_finite("points", as_float_array("points", points))
         if points.ndim != 2:
@@ -451,7 +584,7 @@ class PointCloud(AbstractLaw):
         if d < 1:
             raise ValueError("`points` must have at least one coordinate (d >= 1)")
         if chunk_size is None:
-            chunk_size = N if N <= _DENSE_MAX else _DEFAULT_CHUNK
+            chunk_size = _default_chunk(N)
         if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
             raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}")
         chunk_size = min(int(chunk_size), N)
@@ -479,7 +612,7 @@ class PointCloud(AbstractLaw):
         return True
 
     def _logits(self, c: int | Int[Array, ""], a, b, x):
-        logits = a * (self.chunks[c] @ x) - b * self.sq_norms[c]
+        logits = a * (x @ self.chunks[c].T) - b * self.sq_norms[c]
         if self.n_points % self.chunk_size:  # mask the zero padding of the last chunk
             valid = c * self.chunk_size + jnp.arange(self.chunk_size) < self.n_points
             logits = jnp.where(valid, logits, -jnp.inf)
@@ -489,24 +622,7 @@ class PointCloud(AbstractLaw):
         """`log sum_i exp(logit_i)` and `sum_i w_i x_i`, streamed over chunks."""
         a = alpha / sigma**2
         b = 0.5 * alpha**2 / sigma**2
-        if self.chunks.shape[0] == 1:
-            logits = self._logits(0, a, b, x)
-            lse = jax.nn.logsumexp(logits)
-            return lse, jnp.exp(logits - lse) @ self.chunks[0]
-
-        @jax.checkpoint
-        def body(carry, c):
-            m, l, acc = carry
-            logits = self._logits(c, a, b, x)
-            m_new = jnp.maximum(m, jnp.max(logits))
-            scale = jnp.exp(m - m_new)
-            p = jnp.exp(logits - m_new)
-            return (m_new, l * scale + jnp.sum(p), acc * scale + p @ self.chunks[c]), None
-
-        dtype = jnp.result_type(x, self.chunks, a)
-        init = (jnp.array(-jnp.inf, dtype), jnp.zeros((), dtype), jnp.zeros((self.dim,), dtype))
-        (m, l, acc), _ = jax.lax.scan(body, init, jnp.arange(self.chunks.shape[0]))
-        return m + jnp.log(l), acc / l
+        return _streamer(self.n_points)(a, b, self.chunks, self.sq_norms, x)
 
     def log_prob_at(self, alpha, sigma, x):
         lse, _ = self._lse_and_mean(alpha, sigma, x)
@@ -524,7 +640,7 @@ class PointCloud(AbstractLaw):
         """Dense: weights over all `N` points (use `denoise_at` / `posterior_sample_at` to stream)."""
         a = alpha / sigma**2
         b = 0.5 * alpha**2 / sigma**2
-        logits = a * (self.points @ x) - b * self.sq_norms.reshape(-1)[: self.n_points]
+        logits = a * (x @ self.points.T) - b * self.sq_norms.reshape(-1)[: self.n_points]
         return Posterior(jax.nn.log_softmax(logits), self.points, None)
 
     def posterior_index(self, key: PRNGKeyArray, alpha, sigma, x) -> Int[Array, ""]:
