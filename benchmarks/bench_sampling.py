@@ -1,0 +1,216 @@
+"""Sampling benchmark: accuracy against the exact sampler at fixed NFE, wall time, and the
+cost of the fixed-grid reverse SDE against a hand-written `lax.scan` loop.
+
+`run(quick=True) -> dict`; `python -m benchmarks.bench_sampling [--full] [--out PATH]` writes
+JSON (default `bench-out/sampling.json`). CPU figures are from one run on one machine: read
+ratios, not absolute times. Float32 (JAX's default), as a user would run it.
+
+Accuracy: sliced W2 (`jaxdiff.metrics.sliced_wasserstein`, 256 projections) between `n`
+samples of each sampler (exact score, VP process, `t_end = 1e-3`) and `n` samples of
+`ExactSampler`; `floor` is the same statistic between two independent `ExactSampler` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import lineax as lx
+from tqdm import tqdm
+
+import jaxdiff as jd
+from jaxdiff.metrics import sliced_wasserstein
+
+NFES = (10, 20, 50, 100)
+
+
+def _laws():
+    ang = jnp.arange(8) * (2 * jnp.pi / 8)
+    ring = jd.GaussianMixture(2.0 * jnp.stack([jnp.cos(ang), jnp.sin(ang)], axis=1), 0.2)
+    means8 = 2.0 * jax.random.normal(jax.random.PRNGKey(8), (8, 8))
+    mix8 = jd.GaussianMixture(means8, 0.3)
+    return {"ring2d_8comp": ring, "mix8d_8comp": mix8}
+
+
+def _samplers():
+    """(name, sampler, grid): each sampler on the grid it is designed for."""
+    return [
+        ("ReverseSDE(EM)", jd.ReverseSDE(), jd.UniformGrid()),
+        ("ReverseSDE(diffrax.ShARK)", jd.ReverseSDE(diffrax.ShARK()), jd.UniformGrid()),
+        ("PredictorCorrector", jd.PredictorCorrector(), jd.UniformGrid()),
+        ("DDPM", jd.DDPM(), jd.UniformGrid()),
+        ("DDIM(eta=0)", jd.DDIM(), jd.LogSNRGrid()),
+        ("ProbabilityFlow(Euler)", jd.ProbabilityFlow(diffrax.Euler()), jd.EDMGrid()),
+        ("ProbabilityFlow(Heun)", jd.ProbabilityFlow(diffrax.Heun()), jd.EDMGrid()),
+        ("ProbabilityFlow(Tsit5)", jd.ProbabilityFlow(diffrax.Tsit5()), jd.EDMGrid()),
+        ("EDMHeun", jd.EDMHeun(), jd.EDMGrid()),
+        ("EDMHeun(churn=10)", jd.EDMHeun(churn=10.0), jd.EDMGrid()),
+        ("DPMSolverPP(2M)", jd.DPMSolverPP(order=2), jd.LogSNRGrid()),
+    ]
+
+
+def _steps_for(sampler, nfe):
+    """The largest step count whose NFE fits the budget (at least one step)."""
+    steps = 1
+    while sampler.nfe(steps + 1) is not None and sampler.nfe(steps + 1) <= nfe:
+        steps += 1
+    return steps
+
+
+def _best_time(fn, reps):
+    jax.block_until_ready(fn())  # compile
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def accuracy(n: int, reps: int, nfes=NFES) -> dict:
+    process = jd.VP()
+    t_end = jnp.asarray(1e-3)
+    proj_key = jax.random.PRNGKey(123)
+    out = {}
+    jobs = [(ln, law, s) for ln, law in _laws().items() for s in _samplers()]
+    bar = tqdm(total=len(jobs) * len(nfes), desc="sampling accuracy", leave=False)
+    for lname, law in _laws().items():
+        d = law.dim
+        exact = jd.ExactSampler(law)
+        ref = jd.sample(jax.random.PRNGKey(1), None, process, (n, d), sampler=exact, steps=10, t_end=t_end)
+        ref2 = jd.sample(jax.random.PRNGKey(2), None, process, (n, d), sampler=exact, steps=10, t_end=t_end)
+        floor = float(sliced_wasserstein(ref, ref2, key=proj_key))
+        score = jd.ExactScore(process, law)
+        rows = []
+        for name, sampler, grid in _samplers():
+            for nfe in nfes:
+                steps = _steps_for(sampler, nfe)
+
+                def call(sampler=sampler, grid=grid, steps=steps):
+                    return jd.sample(jax.random.PRNGKey(0), score, process, (n, d), sampler=sampler,
+                                     steps=steps, t_end=t_end, grid=grid)  # fmt: skip
+
+                wall = _best_time(call, reps)
+                x = call()
+                sw = float(sliced_wasserstein(x, ref, key=proj_key))
+                rows.append(dict(sampler=name, grid=type(grid).__name__, nfe_budget=nfe, steps=steps,
+                                 nfe=sampler.nfe(steps), sw2=sw, sw2_over_floor=sw / floor, wall_s=wall))  # fmt: skip
+                bar.update()
+        out[lname] = dict(dim=d, n=n, process="VP()", t_end=1e-3, floor_sw2=floor, results=rows)
+    bar.close()
+    return out
+
+
+def sde_speed(n: int, steps: int, reps: int) -> dict:
+    """Fixed-grid reverse SDE (Euler–Maruyama) through `jd.sample` against hand-written loops."""
+    law = _laws()["ring2d_8comp"]
+    process = jd.VP()
+    score = jd.ExactScore(process, law)
+    t_end = jnp.asarray(1e-3)
+    ts = jd.UniformGrid()(process, steps, t_end)
+    key = jax.random.PRNGKey(0)
+    x0 = process.prior_sample(key, (n, 2))
+    bscore = jax.vmap(score, in_axes=(None, 0))
+
+    def em_update(t, s, x, z):
+        h = t - s
+        return x + h * (-process.f(t) * x + process.g2(t) * score(t, x)) + jnp.sqrt(process.g2(t) * h) * z
+
+    @jax.jit
+    def hand_rows(key, x):  # the same noise semantics as jd.sample: fold_in(fold_in(key, i), k)
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+
+        def one(k_i, x):
+            def body(x, inp):
+                t, s, k = inp
+                return em_update(t, s, x, jax.random.normal(jax.random.fold_in(k_i, k), x.shape)), None
+
+            return jax.lax.scan(body, x, (ts[:-1], ts[1:], jnp.arange(steps)))[0]
+
+        return jax.vmap(one)(keys, x)
+
+    @jax.jit
+    def hand_bulk(key, x):  # the simplest loop: one normal draw for the whole batch per step
+        def body(x, inp):
+            t, s, k = inp
+            h = t - s
+            z = jax.random.normal(jax.random.fold_in(key, k), x.shape)
+            drift = -process.f(t) * x + process.g2(t) * bscore(t, x)
+            return x + h * drift + jnp.sqrt(process.g2(t) * h) * z, None
+
+        return jax.lax.scan(body, x, (ts[:-1], ts[1:], jnp.arange(steps)))[0]
+
+    @jax.jit
+    def diffrax_vbt(key, x):  # Diffrax's default Brownian path, in reverse time tau = T - t
+        T = ts[0]
+
+        def one(k_i, x):
+            drift = diffrax.ODETerm(lambda tau, y, a: -process.f(T - tau) * y + process.g2(T - tau) * score(T - tau, y))
+            bm = diffrax.VirtualBrownianTree(0.0, T - ts[-1], tol=1e-3 * (T - ts[-1]) / steps, shape=(2,), key=k_i)
+            diff = diffrax.ControlTerm(lambda tau, y, a: lx.DiagonalLinearOperator(jnp.sqrt(process.g2(T - tau)) * jnp.ones_like(y)), bm)
+            taus = T - ts
+            sol = diffrax.diffeqsolve(diffrax.MultiTerm(drift, diff), diffrax.Euler(), taus[0], taus[-1], None, x,
+                                      stepsize_controller=diffrax.StepTo(taus), max_steps=steps)  # fmt: skip
+            return sol.ys[0]
+
+        return jax.vmap(one)(jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n)), x)
+
+    def ours():
+        return jd.sample(key, score, process, (n, 2), sampler=jd.ReverseSDE(), steps=steps, t_end=t_end, x_init=x0)
+
+    def ours_diffrax_grid():
+        return jd.sample(key, score, process, (n, 2), sampler=jd.ReverseSDE(diffrax.Euler()), steps=steps,
+                         t_end=t_end, x_init=x0)  # fmt: skip
+
+    times = {
+        "jd.sample(ReverseSDE())": _best_time(ours, reps),
+        "hand_scan_per_sample_noise": _best_time(lambda: hand_rows(key, x0), reps),
+        "hand_scan_batch_noise": _best_time(lambda: hand_bulk(key, x0), reps),
+        "jd.sample(ReverseSDE(diffrax.Euler())) [GridBrownianPath]": _best_time(ours_diffrax_grid, reps),
+        "diffrax_euler_virtual_brownian_tree": _best_time(lambda: diffrax_vbt(key, x0), max(1, reps // 2)),
+    }
+    base = times["hand_scan_per_sample_noise"]
+    return dict(
+        n=n, steps=steps, nfe=steps, dim=2, dtype=str(x0.dtype), wall_s=times,
+        ratio_to_hand_scan_per_sample_noise={k: v / base for k, v in times.items()},
+        ratio_to_hand_scan_batch_noise={k: v / times["hand_scan_batch_noise"] for k, v in times.items()},
+    )  # fmt: skip
+
+
+def run(quick: bool = True) -> dict:
+    """All figures as a dict; `quick` keeps it to about a minute or two on a laptop CPU."""
+    n = 2000 if quick else 10000
+    reps = 3 if quick else 5
+    result = dict(
+        benchmark="sampling",
+        quick=quick,
+        device=str(jax.devices()[0]),
+        platform=platform.platform(),
+        jax_version=jax.__version__,
+        sde_speed=sde_speed(n=4096 if quick else 16384, steps=100, reps=5 if quick else 10),
+        accuracy=accuracy(n=n, reps=reps),
+    )
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="larger sample sizes and more repetitions")
+    parser.add_argument("--out", default=os.path.join("bench-out", "sampling.json"))
+    args = parser.parse_args(argv)
+    res = run(quick=not args.full)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=2)
+    sp = res["sde_speed"]["ratio_to_hand_scan_per_sample_noise"]
+    print(f"wrote {args.out}; ReverseSDE / hand scan = {sp['jd.sample(ReverseSDE())']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+r"""The exact reverse transition of a linear forward process started at a point.
+
+For `dX = f(t) X dt + g(t) dW` with `X_t | X_0 ~ N(alpha_t X_0, sigma_t^2 I)`, the transition
+from `s` to `t > s` is `X_t | X_s ~ N(a X_s, v I)` with `a = alpha_t / alpha_s` and
+`v = sigma_t^2 - a^2 sigma_s^2`. Bayes' rule with the prior `X_s | X_0 ~ N(alpha_s x0, sigma_s^2 I)`
+gives the Gaussian bridge
+
+$$X_s \mid X_t = x_t, X_0 = x_0 \;\sim\; N\Big(\alpha_s (1 - r)\, x_0 + r \frac{\alpha_s}{\alpha_t} x_t,\;
+\sigma_s^2 (1 - r)\, I\Big), \qquad r = \frac{\alpha_t^2 \sigma_s^2}{\alpha_s^2 \sigma_t^2}
+= e^{\lambda_t - \lambda_s},$$
+
+with $\lambda = \log(\alpha^2/\sigma^2)$ the log-SNR. Writing everything through $\lambda$ avoids the
+cancellation in $v$ as $s \to t$ ($1 - r$ is an `expm1`). For OU this is THEORY.md §2's bridge:
+coefficient of $x_t$ is $\sinh s / \sinh t$, of $x_0$ is $e^{-s} s_{t-s}^2/s_t^2$, variance
+$s_s^2 s_{t-s}^2 / s_t^2$. It is also the DDPM posterior $q(x_{k-1} | x_k, x_0)$ on the grid.
+At `s = 0` it returns `(x0, 0)`; at `s = t`, `(x_t, 0)`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from .._checks import is_concrete
+from ..processes import AbstractProcess
+
+Scalar = Float[ArrayLike, ""]
+
+
+def bridge_coefficients(process: AbstractProcess, t: Scalar, s: Scalar):
+    """`(c_t, c_0, std)` with `X_s | X_t, X_0 ~ N(c_t X_t + c_0 X_0, std^2 I)` (no checks)."""
+    t, s = jnp.asarray(t), jnp.asarray(s)
+    dlam = process.log_snr(t) - process.log_snr(s)  # <= 0 for s <= t
+    r = jnp.exp(dlam)
+    one_minus_r = -jnp.expm1(dlam)
+    alpha_s = process.alpha(s)
+    c_t = r * jnp.exp(process.log_alpha(s) - process.log_alpha(t))
+    c_0 = alpha_s * one_minus_r
+    std = jnp.sqrt(process.sigma2(s) * one_minus_r)
+    return c_t, c_0, std
+
+
+def _check_times(process, t, s):
+    if is_concrete(t, s, process.T):
+        tv, sv, T = (np.asarray(v, dtype=np.float64) for v in (t, s, process.T))
+        if tv.shape != () or sv.shape != ():
+            raise ValueError(f"`t` and `s` must be scalar times, got shapes {tv.shape} and {sv.shape}")
+        if not (np.isfinite(tv) and np.isfinite(sv)):
+            raise ValueError(f"`t` and `s` must be finite, got t={float(tv)}, s={float(sv)}")
+        if not 0 < tv <= T * (1 + 1e-6):
+            raise ValueError(f"`t` must lie in (0, T] = (0, {float(T)}], got {float(tv)}")
+        if not 0 <= sv <= tv:
+            raise ValueError(f"`s` must lie in [0, t] (the bridge runs backwards in time), got s={float(sv)}, t={float(tv)}")
+        return t, s
+    t, s = jnp.asarray(t), jnp.asarray(s)
+    if t.shape != () or s.shape != ():
+        raise ValueError(f"`t` and `s` must be scalar times, got shapes {t.shape} and {s.shape}")
+    bad = ~((t > 0) & (t <= process.T * (1 + 1e-6)) & (s >= 0) & (s <= t))
+    t = eqx.error_if(t, bad, "`bridge` needs 0 <= s <= t <= T")
+    return t, s
+
+
+def bridge(
+    process: AbstractProcess, t: Scalar, s: Scalar, x_t: Float[Array, "*shape"], x0: Float[Array, "*shape"]
+) -> tuple[Float[Array, "*shape"], Float[Array, ""]]:
+    r"""Mean and standard deviation of $X_s \mid X_t = x_t, X_0 = x_0$ for $0 \le s \le t$.
+
+    **Arguments:** `process`: any linear forward process; `t`, `s`: times with `s <= t`;
+    `x_t`, `x0`: arrays of one shape (one sample or a batch: the map is elementwise).
+
+    **Returns:** `(mean, std)`: `mean` has the shape of `x_t`, `std` is a scalar (the
+    bridge's noise is isotropic).
+    """
+    if not isinstance(process, AbstractProcess):
+        raise ValueError(f"`process` must be a jaxdiff process (OU, VP, ...), got {type(process).__name__}")
+    t, s = _check_times(process, t, s)
+    if jnp.shape(x_t) != jnp.shape(x0):
+        raise ValueError(f"`x_t` and `x0` must have the same shape, got {jnp.shape(x_t)} and {jnp.shape(x0)}")
+    c_t, c_0, std = bridge_coefficients(process, t, s)
+    return c_t * x_t + c_0 * x0, std
