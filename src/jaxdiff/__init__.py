@@ -25,6 +25,24 @@ from .processes import (
 from .scores import AbstractScore as AbstractScore, ExactScore as ExactScore
 
 # --- sampling (issue 4) ---------------------------------------------------------------
+from . import sampling as sampling
+from .sampling import (
+    DDIM as DDIM,
+    DDPM as DDPM,
+    AbstractGrid as AbstractGrid,
+    AbstractSampler as AbstractSampler,
+    DPMSolverPP as DPMSolverPP,
+    EDMGrid as EDMGrid,
+    EDMHeun as EDMHeun,
+    ExactSampler as ExactSampler,
+    GeometricGrid as GeometricGrid,
+    LogSNRGrid as LogSNRGrid,
+    PredictorCorrector as PredictorCorrector,
+    ProbabilityFlow as ProbabilityFlow,
+    ReverseSDE as ReverseSDE,
+    UniformGrid as UniformGrid,
+    sample as sample,
+)
 
 # --- learning (issue 5) ---------------------------------------------------------------
 from .likelihood import (
