@@ -28,7 +28,7 @@ def _mean_se(terms):
     return terms.mean(), terms.std(ddof=1) / np.sqrt(terms.size)
 
 
-@pytest.mark.parametrize("name", list(SETTINGS))
+@pytest.mark.parametrize("name", ["sigma2-uniform", "g2-importance", "edm-lognormal"])
 def test_dsm_loss_of_exact_score_is_the_minimum(name):
     kw = SETTINGS[name]
     exact = jd.ExactScore(PROCESS, MIX)
@@ -52,7 +52,7 @@ def _gaussian_floor_integrand(t, c2, d, weighting):
     return lam * a2 / s2**2 * d * c2 * s2 / (a2 * c2 + s2)  # tr Cov(X0|Xt) = d c^2 s^2 / (a^2 c^2 + s^2)
 
 
-@pytest.mark.parametrize("name", ["sigma2-uniform", "g2-importance"])
+@pytest.mark.parametrize("name", ["g2-uniform", "g2-importance"])
 def test_dsm_minimum_closed_form_for_a_gaussian(name):
     c, d, t_min = 0.7, 2, 1e-2
     law = jd.Gaussian(jnp.array([0.5, -0.3]), c**2 * jnp.eye(d))

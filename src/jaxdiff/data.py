@@ -8,6 +8,8 @@ networks and processes.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,8 +35,12 @@ def _per_point(key, n, fn):
 def two_moons(key: PRNGKeyArray, n: int, *, noise: float = 0.05) -> Float[Array, "n 2"]:
     """Two interleaved half circles of radius 1 (the classic "moons"), centred, each point
     on either moon with probability 1/2, plus isotropic Gaussian `noise` (a standard deviation)."""
-    n, noise = _n(n), _noise(noise)
+    return _two_moons(key, _n(n), _noise(noise))
 
+
+# compiled once per size: eagerly, every vmapped random op would dispatch (and compile) alone
+@functools.partial(jax.jit, static_argnames="n")
+def _two_moons(key, n, noise):
     def one(k):
         kc, ka, kz = jax.random.split(k, 3)
         theta = jnp.pi * jax.random.uniform(ka, ())
@@ -50,11 +56,14 @@ def rings(key: PRNGKeyArray, n: int, *, radii: tuple[float, ...] = (0.5, 1.0, 1.
           ) -> Float[Array, "n 2"]:
     """Concentric circles with the given `radii`, each point on a ring chosen uniformly,
     at a uniform angle, plus Gaussian `noise`."""
-    n, noise = _n(n), _noise(noise)
-    r = jnp.asarray(radii, dtype=float)
-    if r.ndim != 1 or r.size < 1 or not bool(jnp.all(r > 0)):
+    r = np.asarray(radii, dtype=float)
+    if r.ndim != 1 or r.size < 1 or not np.all(r > 0):
         raise ValueError(f"`radii` must be a non-empty sequence of positive numbers, got {radii!r}")
+    return _rings(key, _n(n), jnp.asarray(r), _noise(noise))
 
+
+@functools.partial(jax.jit, static_argnames="n")
+def _rings(key, n, r, noise):
     def one(k):
         kc, ka, kz = jax.random.split(k, 3)
         rad = r[jax.random.randint(kc, (), 0, r.size)]

@@ -187,6 +187,12 @@ def posterior_trace_cov(post: Posterior) -> Float[Array, ""]:
     return between + w @ jnp.sum(post.scale**2, axis=(-2, -1))
 
 
+@eqx.filter_jit
+def _loss_terms(loss, score, process, x0, key):
+    # one compiled call per loss configuration: eager vmaps of a network dispatch op by op
+    return loss.terms(score, process, x0, key=key)
+
+
 def _reduce(terms, reduce: bool, what: str):
     if not reduce:
         return terms
@@ -239,8 +245,6 @@ class SlicedScoreMatchingLoss(AbstractLoss):
 
     def terms(self, score, process, x0, *, key):
         t_min = _check_t_min(self.t_min, process)
-        if not isinstance(self.n_projections, int) or self.n_projections < 1:
-            raise ValueError(f"`n_projections` must be a positive integer, got {self.n_projections!r}")
 
         def one(k, x):
             k_noise, kv = jax.random.split(k)
@@ -275,7 +279,8 @@ def dsm_loss(
     A NaN or inf loss raises (eagerly, or through `eqx.error_if` under `jit`).
     """
     x0 = _check_batch("x0", x0)
-    terms = DSMLoss(weighting, time_sampler, t_min).terms(score, process, x0, key=key)
+    _check_t_min(t_min, process)
+    terms = _loss_terms(DSMLoss(weighting, time_sampler, t_min), score, process, x0, key)
     return _reduce(terms, reduce, "dsm_loss (the score returned NaN or inf)")
 
 
@@ -294,8 +299,11 @@ def sliced_score_matching_loss(
     """Monte Carlo sliced score-matching loss over the batch `x0` (module docstring);
     arguments as for `dsm_loss`, plus `n_projections` random directions per example."""
     x0 = _check_batch("x0", x0)
+    _check_t_min(t_min, process)
+    if not isinstance(n_projections, int) or n_projections < 1:
+        raise ValueError(f"`n_projections` must be a positive integer, got {n_projections!r}")
     loss = SlicedScoreMatchingLoss(n_projections, weighting, time_sampler, t_min)
-    terms = loss.terms(score, process, x0, key=key)
+    terms = _loss_terms(loss, score, process, x0, key)
     return _reduce(terms, reduce, "sliced_score_matching_loss (the score returned NaN or inf)")
 
 
@@ -324,15 +332,19 @@ def dsm_minimum(
     if x0.shape[1:] != (law.dim,):
         raise ValueError(f"`x0` must have shape (n, {law.dim}) to match `law`, got {x0.shape}")
     t_min = _check_t_min(t_min, process)
+    terms = _minimum_terms(law, process, x0, key, weighting, time_sampler, t_min)
+    return _reduce(terms, reduce, "dsm_minimum")
 
+
+@eqx.filter_jit
+def _minimum_terms(law, process, x0, key, weighting, time_sampler, t_min):
     def one(k, x):
         t, w, _, xt = _noise_example(k, process, time_sampler, t_min, x)
         alpha, sigma2 = process.alpha(t), process.sigma2(t)
         tr = posterior_trace_cov(law.posterior_at(alpha, jnp.sqrt(sigma2), xt))
         return w * weighting(process, t) * alpha**2 / sigma2**2 * tr
 
-    terms = jax.vmap(one)(_example_keys(key, x0.shape[0]), x0)
-    return _reduce(terms, reduce, "dsm_minimum")
+    return jax.vmap(one)(_example_keys(key, x0.shape[0]), x0)
 
 
 def fisher_divergence(
@@ -367,16 +379,24 @@ def fisher_divergence(
 
     if t is not None:
         t = check_time("t", t, process.T, strictly_positive=True, what="scores are singular at t = 0")
+        t = jnp.asarray(t)
+    else:
+        t_min = _check_t_min(t_min, process)
+    terms = _fisher_terms(score, exact_score, process, x0, k_loss, t, weighting, time_sampler, t_min)
+    return _reduce(terms, reduce, "fisher_divergence (a score returned NaN or inf)")
+
+
+@eqx.filter_jit
+def _fisher_terms(score, exact_score, process, x0, key, t, weighting, time_sampler, t_min):
+    if t is not None:
 
         def one(k, x):
             xt = process.sample_marginal(k, t, x)
             return jnp.sum((score(t, xt) - exact_score(t, xt)) ** 2)
     else:
-        t_min_ = _check_t_min(t_min, process)
 
         def one(k, x):
-            tt, w, _, xt = _noise_example(k, process, time_sampler, t_min_, x)
+            tt, w, _, xt = _noise_example(k, process, time_sampler, t_min, x)
             return w * weighting(process, tt) * jnp.sum((score(tt, xt) - exact_score(tt, xt)) ** 2)
 
-    terms = jax.vmap(one)(_example_keys(k_loss, x0.shape[0]), x0)
-    return _reduce(terms, reduce, "fisher_divergence (a score returned NaN or inf)")
+    return jax.vmap(one)(_example_keys(key, x0.shape[0]), x0)

@@ -247,8 +247,9 @@ def train(
         state, losses = load_checkpoint(checkpoint, like)
         losses = np.asarray(losses)
 
-    state, frozen, data = jax.device_put((state, frozen, data), replicated)
-    key = jax.device_put(key, replicated)
+    # only arrays move: Python scalars (a process's `T`, say) must stay static
+    state, frozen, data, key = jax.tree.map(lambda a: jax.device_put(a, replicated) if eqx.is_array(a) else a,
+                                            (state, frozen, data, key))
     start = int(state.step)
     chunk_losses = [losses]
     t0 = time.perf_counter()
