@@ -195,17 +195,15 @@ def test_reverse_density_agrees_with_particles():
     law = jd.GaussianMixture(jnp.array([[-1.5], [1.0]]), jnp.array([0.3, 0.5]), jnp.array([0.4, 0.6]))
     t_end = jnp.array(0.05)
     g = pde.Grid(-6.0, 6.0, 256)
-    p = pde.solve_fokker_planck(
-        ou,
-        g,
-        g.density(ou.prior_log_prob),
-        t0=ou.T,
-        t1=t_end,
-        score=jd.ExactScore(ou, law),
-        dynamics=pde.Reverse(),
+    score = jd.ExactScore(ou, law)
+    prior = g.density(ou.prior_log_prob)
+    p = pde.solve_fokker_planck(ou, g, prior, t0=ou.T, t1=t_end, score=score, dynamics=pde.Reverse())
+    # Reverse-SDE particles from the same prior (jd.sample: Euler–Maruyama on a geometric
+    # grid of 200 steps, whose bias is below the 100_000-sample noise: measured distance /
+    # expected noise = 1.01, 1.05, 0.97 for the three sample sizes).
+    x = jd.sample(
+        jax.random.PRNGKey(0), score, ou, (100_000, 1), steps=200, t_end=t_end, grid=jd.GeometricGrid()
     )
-    # Particles at t_end (exact draws of the marginal, the reverse process's target law).
-    x = jax.jit(lambda key: law.noised(ou, t_end).sample(key, 100_000))(jax.random.PRNGKey(0))
     dists = []
     for n in (1_000, 10_000, 100_000):
         d = float(pde.particle_discrepancy(g, p, x[:n]))
