@@ -120,7 +120,8 @@ def machine() -> dict:
 def run_python(code: str, *, env: dict | None = None, timeout: float = 600.0) -> dict:
     """Run `code` in a fresh Python; it must print one JSON object as its last stdout line."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=full_env)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"subprocess failed (rc {proc.returncode}): {proc.stderr[-2000:]}")

@@ -22,6 +22,7 @@ samplers and the PDE engine use directly.
 from __future__ import annotations
 
 import abc
+import contextvars
 import functools
 import math
 
@@ -430,14 +431,24 @@ def _default_chunk(n_points: int) -> int:
     return target
 
 
-def _batch_tile(n: int, chunk: int) -> int:
-    """Queries per tile in the batched kernel: `tile x chunk` logits within a cache budget."""
+# How many devices a batch traced now is split over (set by `jaxdiff.parallel` while it
+# traces sharded work), so that each device's share of a query tile is cache-sized.
+_QUERY_SPLIT = contextvars.ContextVar("jaxdiff_query_split", default=1)
+
+
+def _query_tiles(n: int, chunk: int) -> int:
+    """How many query tiles a batch of `n` is cut into: `tile x chunk` logits per device
+    within a cache budget. Under a split over `k` devices a divisor of `n / k` is preferred,
+    so each device holds whole rows of every tile and nothing is padded."""
     budget = _TILE_ELEMS_CPU if jax.default_backend() == "cpu" else _TILE_ELEMS_GPU
-    tile = max(8, budget // chunk)
-    if n <= tile:
-        return n
-    n_tiles = -(-n // tile)
-    return -(-n // n_tiles)  # balanced tiles: at most n_tiles - 1 padded rows
+    k = _QUERY_SPLIT.get()
+    local = -(-n // k)
+    n_tiles = -(-local // max(8, budget // chunk))
+    if k > 1 and n % k == 0:
+        for m in range(n_tiles, 2 * n_tiles + 1):
+            if local % m == 0:
+                return m
+    return n_tiles
 
 
 @functools.cache
@@ -454,8 +465,8 @@ def _streamer(n_points: int):
       emits plain GEMMs (a vmapped `D_c @ x` puts the batch last and ran at 0.2 of the
       matmul figure). The running max is a `stop_gradient` shift: the result does not
       depend on it, so differentiating it would only add work.
-    * a `custom_vmap` rule: under `jax.vmap` the whole batch goes to `rows` in tiles of
-      `_batch_tile` queries (`lax.map`), so each `tile x chunk` logits block stays in cache
+    * a `custom_vmap` rule: under `jax.vmap` the whole batch goes to `rows` in query tiles
+      (`lax.map`, `_query_tiles`), so each `tile x chunk` logits block stays in cache
       instead of streaming a `batch x chunk` block through memory several times.
     * a `custom_jvp` whose rule is `jax.jvp` of the plain per-sample kernel: `custom_vmap`
       has no reverse mode of its own, so every derivative (forward, reverse, any order)
@@ -512,10 +523,10 @@ def _streamer(n_points: int):
         a = a if a_b else jnp.broadcast_to(jnp.asarray(a, dtype), (axis_size,))
         b = b if b_b else jnp.broadcast_to(jnp.asarray(b, dtype), (axis_size,))
         X = x if x_b else jnp.broadcast_to(x, (axis_size, *x.shape))
-        tile = _batch_tile(axis_size, chunks.shape[1])
-        if tile >= axis_size:
+        n_tiles = _query_tiles(axis_size, chunks.shape[1])
+        if n_tiles == 1:
             return rows(a, b, chunks, sq_norms, X), (True, True)
-        n_tiles = -(-axis_size // tile)
+        tile = -(-axis_size // n_tiles)
         pad = n_tiles * tile - axis_size  # padded queries (x = 0, a = b = 0) are finite, then dropped
         a, b = jnp.pad(a, (0, pad)), jnp.pad(b, (0, pad))
         X = jnp.pad(X, ((0, pad), (0, 0)))

@@ -34,6 +34,7 @@ lets JAX detect the cluster instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,6 +43,9 @@ import equinox as eqx
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .processes import AbstractProcess
+from .scores import AbstractScore
 
 BATCH = "batch"
 """The name of the mesh axis that the batch is split over."""
@@ -234,9 +238,31 @@ def gather(x) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _split_queries(mesh: Mesh):
+    """While tracing: tell the exact-score kernel the batch is split over `mesh.size` devices."""
+    from .distributions import _QUERY_SPLIT
+
+    token = _QUERY_SPLIT.set(mesh.size)
+    try:
+        yield
+    finally:
+        _QUERY_SPLIT.reset(token)
+
+
+def _constrained_vmap(fn, sharding: NamedSharding, in_axes, *args):
+    """`jax.vmap(fn, in_axes)(*args)` with the batched arguments and the output constrained to
+    `sharding`, and the score kernel told the batch is split."""
+    constrain = lambda a, ax: a if ax is None else jax.lax.with_sharding_constraint(a, sharding)
+    args = tuple(constrain(a, ax) for a, ax in zip(args, in_axes))
+    with _split_queries(sharding.mesh):
+        out = jax.vmap(fn, in_axes=in_axes)(*args)
+    return jax.lax.with_sharding_constraint(out, sharding)
+
+
 @eqx.filter_jit
 def _sharded_vmap(fn, in_axes, sharding, args):
-    return jax.lax.with_sharding_constraint(jax.vmap(fn, in_axes=in_axes)(*args), sharding)
+    return _constrained_vmap(fn, sharding, in_axes, *args)
 
 
 def sharded_vmap(fn: Callable, *, mesh: Mesh | None = None, in_axes=0) -> Callable:
@@ -266,6 +292,59 @@ def sharded_vmap(fn: Callable, *, mesh: Mesh | None = None, in_axes=0) -> Callab
     return call
 
 
+def _hinted_call(fn, sharding: NamedSharding, t, x):
+    """`fn(t, x)` on one sample; under `jax.vmap`, the batch is constrained to `sharding`.
+
+    A `custom_vmap` sees the whole batch that a sampler's internal `vmap` builds, which is
+    where a sharding hint has to go: from there XLA's partitioner splits the sampler's
+    loop, its noise and its initial state over the devices. Derivatives go through the
+    plain call (a `custom_jvp`), as `custom_vmap` has no reverse mode.
+    """
+    dyn, static = eqx.partition(fn, eqx.is_array)
+    plain = lambda dyn, t, x: eqx.combine(dyn, static)(t, x)
+    hinted = jax.custom_batching.custom_vmap(plain)
+
+    @hinted.def_vmap
+    def _rule(axis_size, in_batched, dyn, t, x):
+        dyn_b, t_b, x_b = in_batched
+        dyn_axes = jax.tree_util.tree_map(lambda b: 0 if b else None, dyn_b)
+        axes = (dyn_axes, 0 if t_b else None, 0 if x_b else None)
+        if not x_b or any(jax.tree_util.tree_leaves(dyn_b)) or axis_size % sharding.mesh.size:
+            return jax.vmap(plain, in_axes=axes)(dyn, t, x), True
+        return _constrained_vmap(plain, sharding, axes, dyn, t, x), True
+
+    @jax.custom_jvp
+    def call(dyn, t, x):
+        return hinted(dyn, t, x)
+
+    call.defjvp(lambda primals, tangents: jax.jvp(plain, primals, tangents))
+    return call(dyn, t, x)
+
+
+class _ShardedScore(AbstractScore):
+    """A score whose batched calls carry the batch sharding (see `_hinted_call`)."""
+
+    score: Callable
+    process: AbstractProcess
+    sharding: NamedSharding = eqx.field(static=True)
+
+    def __call__(self, t, x):
+        return _hinted_call(self.score, self.sharding, t, x)
+
+    def denoise(self, t, x):
+        if isinstance(self.score, AbstractScore):  # keep the score's own (e.g. exact) denoiser
+            return _hinted_call(_Method(self.score, "denoise"), self.sharding, t, x)
+        return super().denoise(t, x)
+
+
+class _Method(eqx.Module):
+    obj: Any
+    name: str = eqx.field(static=True)
+
+    def __call__(self, t, x):
+        return getattr(self.obj, self.name)(t, x)
+
+
 def sharded_sample(key, score, process, shape: tuple[int, ...], *, mesh: Mesh | None = None, **sample_kwargs):
     """`jd.sample(key, score, process, shape, **sample_kwargs)` with the batch split over `mesh`.
 
@@ -274,6 +353,11 @@ def sharded_sample(key, score, process, shape: tuple[int, ...], *, mesh: Mesh | 
     kernels may block sums differently). `shape[0]` must be divisible by `mesh.size`.
     Under `jax.distributed` every process makes the same call and gets a global array
     (each holding its slice); `gather` collects it.
+
+    How: the score is wrapped so that every batched call of it inside the sampler carries
+    the batch sharding, and XLA's SPMD partitioner splits the whole sampling loop from
+    there. Samplers that ignore the score (`ExactSampler`) get no such hint: their result
+    is still correct but computed on every device, unless `x_init` is given (it is split).
 
     **Returns:** a batch-sharded global array of `shape` (or `(ts, xs)` with
     `trajectory=True`, `xs` sharded on its second axis).
@@ -289,14 +373,13 @@ def sharded_sample(key, score, process, shape: tuple[int, ...], *, mesh: Mesh | 
     key, score, process, rest = replicate((key, score, process, sample_kwargs), mesh)
     if x_init is not None:  # the state at T: its batch split like the output's
         rest["x_init"] = shard_batch(x_init, mesh)
-    trajectory = bool(sample_kwargs.get("trajectory", False))
-    out_sharding = batch_sharding(mesh)
-    if trajectory:
-        out_sharding = (replicated(mesh), NamedSharding(mesh, PartitionSpec(None, mesh.axis_names[0])))
-    return _sharded_sample(sample, out_sharding, key, score, process, shape, rest)
-
-
-@eqx.filter_jit
-def _sharded_sample(sample, out_sharding, key, score, process, shape, kwargs):
-    out = sample(key, score, process, shape, **kwargs)
-    return jax.lax.with_sharding_constraint(out, out_sharding)
+    if score is not None and callable(score):
+        score = _ShardedScore(score=score, process=process, sharding=batch_sharding(mesh))
+    # Called outside any jit of ours, `sample` checks its output eagerly; inside one, its
+    # traced NaN check (`eqx.error_if`) pins the output to device 0, and the partitioner
+    # then computed the whole loop on every device.
+    out = sample(key, score, process, shape, **rest)
+    if rest.get("trajectory", False):
+        ts, xs = out
+        return ts, jax.device_put(xs, NamedSharding(mesh, PartitionSpec(None, mesh.axis_names[0])))
+    return jax.device_put(out, batch_sharding(mesh))
