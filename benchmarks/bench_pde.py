@@ -122,6 +122,26 @@ def accuracy(jobs) -> list[dict]:
     return out
 
 
+def plot(acc: list[dict], path: str) -> None:
+    """L1 error against work (cells x steps), one marker per scheme."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r["scheme"] for r in acc):
+        pts = sorted((r["work_cell_steps"], r["l1"]) for r in acc if r["scheme"] == name)
+        ax.loglog(*zip(*pts), "o-", label=name)
+    ax.set_xlabel("work: grid cells x time steps")
+    ax.set_ylabel("L1 error vs exact density")
+    ax.set_title("1-D forward OU from a Gaussian mixture, t = 0.5")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def run(quick: bool = True) -> dict:
     """All figures as a dict (about a minute with `quick` on a laptop CPU)."""
     jax.config.update("jax_enable_x64", True)
@@ -203,6 +223,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
+    plot(result["accuracy"], os.path.splitext(args.out)[0] + ".png")
     for r in result["rows"]:
         ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.3g}"
         print(f"{r['case']:<60} {r['value']:.4g} {r['unit']}{ratio}")
