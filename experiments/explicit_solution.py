@@ -208,7 +208,8 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             identity_err <= IDENTITY_TOL,
             [fig_bridge],
             {"criterion": f"Ho et al.'s q(x_(k-1) | x_k, x0), THEORY's sinh form and jd.sampling.bridge_coefficients "
-                          f"agree to {IDENTITY_TOL} (relative) on {tt.size} (t, s) pairs", **base_details},
+                          f"agree to {IDENTITY_TOL} (relative) on {tt.size} (t, s) pairs",
+             "max_relative_difference": identity_err, **base_details},
         ),
         make_row(
             "explicit_ddpm_exact",

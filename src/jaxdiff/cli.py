@@ -1,13 +1,31 @@
 """The `jaxdiff` command: `reproduce`, `sample`, `train`, `bench`.
 
-Each verb's work lives in its own module; this file only parses arguments and dispatches,
-so `jaxdiff --help` stays fast (JAX is imported by the verb, not here).
+This file parses arguments and dispatches; the verbs import what they need when they run.
+The report's work lives in `jaxdiff.reproduce`.
+
+* `jaxdiff reproduce [--profile tiny|quick|full] [--out DIR] [--only NAMES]`: run the seed
+  papers' experiments, write `DIR/report.md` and `DIR/report.json`.
+* `jaxdiff sample (--law NAME | --checkpoint FILE) [--n N] [--out FILE.npy] [--plot FILE.png]`:
+  draw samples from a named toy law with its exact score (point-cloud toys memorise their
+  points, as the theory says) or from a network trained by `jaxdiff train`.
+* `jaxdiff train DATA(.npy|.csv) [--out FILE] [--steps K]`: fit a score network to data
+  (standardised: the checkpoint stores the affine map and `sample` undoes it).
+
+Strategy objects are chosen here by name (the command line has only strings); the library
+itself takes the objects.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import pathlib
 import sys
+
+CHECKPOINT_FORMAT = "jaxdiff-cli-score-v1"
+TOY_LAWS = ("gaussian", "ring8", "grid25", "two-moons", "rings", "circle")
+SAMPLERS = ("reverse-sde", "probability-flow", "ddpm", "ddim", "exact")
+PROCESSES = ("ou", "vp")
 
 
 def _reproduce(args) -> int:
@@ -16,20 +34,286 @@ def _reproduce(args) -> int:
     return run(profile=args.profile, out=args.out, only=args.only)
 
 
+# ---------------------------------------------------------------------------------------
+# sample
+# ---------------------------------------------------------------------------------------
+
+
+def toy_law(name: str, *, key=None, n_points: int = 512):
+    """The exact law behind a toy name (`TOY_LAWS`); the point-cloud toys draw `n_points`
+    points from `jaxdiff.data` with `key`."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxdiff as jd
+
+    key = jax.random.PRNGKey(0) if key is None else key
+    if name == "gaussian":
+        return jd.Gaussian(jnp.zeros(2), jnp.eye(2))
+    if name == "ring8":
+        a = 2 * jnp.pi * jnp.arange(8) / 8
+        return jd.GaussianMixture(2.0 * jnp.stack([jnp.cos(a), jnp.sin(a)], 1), 0.1)
+    if name == "grid25":
+        g = jnp.linspace(-2.0, 2.0, 5)
+        return jd.GaussianMixture(jnp.stack(jnp.meshgrid(g, g), -1).reshape(-1, 2), 0.1)
+    makers = {"two-moons": jd.data.two_moons, "rings": jd.data.rings, "circle": jd.data.circle}
+    if name in makers:
+        return jd.PointCloud(makers[name](key, n_points))
+    raise ValueError(f"`--law` must be one of {', '.join(TOY_LAWS)}; got {name!r}")
+
+
+def _sampler(name: str, law=None):
+    import jaxdiff as jd
+
+    if name == "exact":
+        if law is None:
+            raise ValueError("`--sampler exact` needs an exact law (`--law`), not a checkpoint")
+        return jd.ExactSampler(law)
+    table = {"reverse-sde": jd.ReverseSDE, "probability-flow": jd.ProbabilityFlow, "ddpm": jd.DDPM,
+             "ddim": jd.DDIM}
+    if name not in table:
+        raise ValueError(f"`--sampler` must be one of {', '.join(SAMPLERS)}; got {name!r}")
+    return table[name]()
+
+
+def _process(name: str):
+    import jaxdiff as jd
+
+    if name == "ou":
+        return jd.OU()
+    if name == "vp":
+        return jd.VP()
+    raise ValueError(f"`--process` must be one of {', '.join(PROCESSES)}; got {name!r}")
+
+
+def load_score(path):
+    """Read a checkpoint written by `jaxdiff train`: `(score, meta)`; the meta holds the
+    architecture, the process and the data standardisation (`shift`, `scale`)."""
+    import jax
+
+    import jaxdiff as jd
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"`--checkpoint` {path} does not exist")
+    meta = jd.training.read_checkpoint_meta(path)
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"`--checkpoint` {path} was not written by `jaxdiff train` (format {meta.get('format')!r})")
+    model = jd.nn.MLP(meta["dim"], key=jax.random.PRNGKey(0), width=meta["width"], depth=meta["depth"])
+    skeleton = jd.NetworkScore(model, _process(meta["process"]))
+    return jd.load_checkpoint(path, skeleton), meta
+
+
+def _sample(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxdiff as jd
+
+    if (args.law is None) == (args.checkpoint is None):
+        raise ValueError("give exactly one of `--law NAME` and `--checkpoint FILE`")
+    if args.n < 1 or args.steps < 1 or not args.t_end > 0:
+        raise ValueError(f"`--n` and `--steps` must be positive and `--t-end` > 0, got {args.n}, {args.steps}, "
+                         f"{args.t_end}")
+    key = jax.random.PRNGKey(args.seed)
+    shift, scale, reference = 0.0, 1.0, None
+    if args.law is not None:
+        law = toy_law(args.law, key=jax.random.fold_in(key, 1))
+        process = _process(args.process)
+        score = jd.ExactScore(process, law)
+        sampler = _sampler(args.sampler, law)
+        reference = np.asarray(law.points) if isinstance(law, jd.PointCloud) else np.asarray(
+            law.sample(jax.random.fold_in(key, 2), min(args.n, 2000)))
+        ref_label = "training points (exact score memorises them)" if isinstance(law, jd.PointCloud) else \
+            "draws of the exact law"
+        title = f"{args.law}: exact score, {args.sampler}"
+    else:
+        score, meta = load_score(args.checkpoint)
+        process = score.process
+        sampler = _sampler(args.sampler)
+        shift, scale = np.asarray(meta["shift"]), float(meta["scale"])
+        ref_label, title = None, f"{pathlib.Path(args.checkpoint).name}: network score, {args.sampler}"
+    t_end = jnp.asarray(args.t_end)
+    x = jd.sample(jax.random.fold_in(key, 3), score, process, (args.n, score_dim(score)), sampler=sampler,
+                  steps=args.steps, t_end=t_end, grid=jd.LogSNRGrid())
+    x = np.asarray(x) * scale + shift
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, x)
+    plot = pathlib.Path(args.plot) if args.plot else out.with_suffix(".png")
+    _scatter(x, plot, title, reference, ref_label)
+    print(f"wrote {out} ({x.shape[0]} samples of dimension {x.shape[1]}) and {plot}")
+    return 0
+
+
+def score_dim(score) -> int:
+    law = getattr(score, "law", None)
+    if law is not None:
+        return law.dim
+    return score.model.dim
+
+
+def _scatter(x, path, title, reference=None, ref_label=None):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if reference is not None:
+        ax.scatter(reference[:, 0], reference[:, 1], s=8, c="k", marker="x", alpha=0.5, label=ref_label)
+    ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.5, label="samples")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$" if x.shape[1] > 1 else "")
+    ax.set_title(title, fontsize=9)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------
+
+
+def load_data(path):
+    """A data file as an `(N, d)` float array: `.npy`, or `.csv` (comma-separated numbers,
+    an optional header line)."""
+    import numpy as np
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"`data` file {path} does not exist")
+    if path.suffix == ".npy":
+        data = np.load(path, allow_pickle=False)
+    elif path.suffix == ".csv":
+        try:
+            data = np.loadtxt(path, delimiter=",", ndmin=2)
+        except ValueError:  # a header line
+            data = np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
+    else:
+        raise ValueError(f"`data` must be a .npy or .csv file, got {path.name}")
+    data = np.asarray(data, dtype=float)
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise ValueError(f"`data` must hold an (N, d) table with N >= 2 rows, got shape {data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise ValueError("`data` contains NaN or inf values")
+    return data
+
+
+def _train(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import jaxdiff as jd
+
+    data = load_data(args.data)
+    for name in ("steps", "batch_size", "width"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"`--{name.replace('_', '-')}` must be a positive integer, got {getattr(args, name)}")
+    if args.depth < 0 or not args.lr > 0:
+        raise ValueError(f"`--depth` must be >= 0 and `--lr` > 0, got {args.depth}, {args.lr}")
+    # Standardise: the forward process's prior has unit scale; `sample` undoes the map.
+    shift = data.mean(0)
+    scale = float((data - shift).std()) or 1.0
+    x = jnp.asarray((data - shift) / scale)
+    key = jax.random.PRNGKey(args.seed)
+    process = _process(args.process)
+    dim = data.shape[1]
+    score = jd.NetworkScore(jd.nn.MLP(dim, key=jax.random.fold_in(key, 1), width=args.width, depth=args.depth),
+                            process)
+    trained = jd.train(score, x, process, key=jax.random.fold_in(key, 2), steps=args.steps,
+                       batch_size=args.batch_size, optimizer=optax.adam(args.lr))
+    meta = {"format": CHECKPOINT_FORMAT, "dim": dim, "width": args.width, "depth": args.depth,
+            "process": args.process, "parametrisation": "eps", "shift": shift.tolist(), "scale": scale,
+            "steps": args.steps, "n_data": int(data.shape[0]), "data": str(args.data)}
+    out = jd.save_checkpoint(args.out, trained, meta=meta)
+    print(f"wrote {out} (trained {args.steps} steps on {data.shape[0]} points of dimension {dim}); "
+          f"sample it with: jaxdiff sample --checkpoint {out}")
+    print(json.dumps({k: v for k, v in meta.items() if k not in ("shift",)}))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# The parser
+# ---------------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxdiff", description="Differentiable simulator of score-based diffusion models.")
     sub = p.add_subparsers(dest="verb", required=True)
+
     r = sub.add_parser("reproduce", help="run the seed papers' experiments and write report.md / report.json")
-    r.add_argument("--profile", choices=["quick", "full"], default="quick", help="quick: minutes on a CPU; full: a GPU")
+    r.add_argument("--profile", choices=["tiny", "quick", "full"], default="quick",
+                   help="quick (default): minutes on a laptop CPU; full: a GPU; tiny: seconds, a smoke test")
     r.add_argument("--out", default="reproduce-out", help="output folder (default: ./reproduce-out)")
-    r.add_argument("--only", default=None, help="comma-separated experiment names to run")
+    r.add_argument("--only", default=None, help="comma-separated experiment names to run (default: all)")
     r.set_defaults(func=_reproduce)
+
+    s = sub.add_parser("sample", help="draw samples from a toy law (exact score) or a trained checkpoint")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--law", choices=TOY_LAWS, help="a named toy law (point-cloud toys: the exact empirical score)")
+    src.add_argument("--checkpoint", help="a network checkpoint written by `jaxdiff train`")
+    s.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
+    s.add_argument("--out", default="samples.npy", help="samples file, .npy of shape (n, d) (default samples.npy)")
+    s.add_argument("--plot", default=None, help="scatter plot PNG (default: the samples file with .png)")
+    s.add_argument("--sampler", choices=SAMPLERS, default="reverse-sde", help="reverse-time sampler")
+    s.add_argument("--steps", type=int, default=200, help="grid steps (log-SNR grid, default 200)")
+    s.add_argument("--t-end", type=float, default=1e-3, help="stopping time t_end > 0 (default 1e-3)")
+    s.add_argument("--process", choices=PROCESSES, default="ou", help="forward process for --law (default ou)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_sample)
+
+    t = sub.add_parser("train", help="train a score network on a data file and write a checkpoint")
+    t.add_argument("data", help="training data: .npy (N, d) array or .csv table of numbers")
+    t.add_argument("--out", default="model.jdckpt", help="checkpoint file (default model.jdckpt)")
+    t.add_argument("--steps", type=int, default=5000, help="optimisation steps (default 5000)")
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--width", type=int, default=128, help="MLP hidden width (default 128)")
+    t.add_argument("--depth", type=int, default=3, help="residual blocks (default 3)")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--process", choices=PROCESSES, default="ou", help="forward process (default ou)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_train)
+
+    b = sub.add_parser("bench", help="run the benchmark suite (repository root) and write bench-out/benchmarks.json")
+    mode = b.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small sizes, minutes on a CPU (default)")
+    mode.add_argument("--full", action="store_true", help="the whole size sweep (long)")
+    b.add_argument("--out", default="bench-out/benchmarks.json", help="JSON path, or a folder for benchmarks.json")
+    b.add_argument("--only", default=None, help="comma-separated benchmark names (score, compile, scale, ...)")
+    b.set_defaults(func=_bench)
     return p
 
 
+def _bench(args) -> int:
+    """`jaxdiff bench`: the `benchmarks/` suite of a source checkout (`python -m benchmarks`)."""
+    for root in (pathlib.Path.cwd(), pathlib.Path(__file__).resolve().parents[2]):
+        if (root / "benchmarks" / "__main__.py").is_file():
+            sys.path.insert(0, str(root))
+            break
+    else:
+        raise ValueError("the benchmarks live in the source checkout: run `jaxdiff bench` from the repository root")
+    from benchmarks.__main__ import main as bench_main
+
+    only = ["--only", args.only] if args.only else []
+    return bench_main(["--full" if args.full else "--quick", "--out", args.out, *only])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as e:  # bad input: one line, the argument named, no traceback
+        parser.exit(2, f"jaxdiff {args.verb}: error: {e}\n")
 
 
 if __name__ == "__main__":
