@@ -117,19 +117,24 @@ def fisher_information(grid: Grid, u: Float[Array, "*shape"]) -> Float[Array, ""
     return total * grid.cell_volume
 
 
-def li_yau(grid: Grid, u: Float[Array, "*shape"], t, D=1.0, *, floor: float = 1e-8) -> Float[Array, "*shape"]:
+def li_yau(
+    grid: Grid, u: Float[Array, "*shape"], t, D=1.0, *, floor: float | None = None
+) -> Float[Array, "*shape"]:
     r"""The Li–Yau field $\Delta_h \log u + d / (2 D t)$ (3-point Laplacian, zero-flux walls).
 
     For a positive solution of $\partial_t u = D \Delta u$ at time `t` after a non-negative
     start it is $\ge 0$ (up to discretisation error on a grid). Cells where `u` or a stencil
     neighbour is below `floor * max(u)` (where `log u` carries no information) are `NaN`:
-    reduce with `jnp.nanmin`.
+    reduce with `jnp.nanmin`. Default `floor`: `max(1e-8, 1000 eps)` (1.2e-4 in float32,
+    whose rounding noise of relative size `eps` swamps the far tails).
     """
     u = _density(grid, "u", u)
     t = as_float_array("t", t)
     D = as_float_array("D", D)
     if is_concrete(t, D) and not (float(t) > 0 and float(D) > 0):
         raise ValueError(f"`t` and `D` must be > 0, got t={float(t)}, D={float(D)}")
+    if floor is None:
+        floor = max(1e-8, 1000 * float(jnp.finfo(u.dtype).eps))
     field = laplacian(grid, _safe_log(u)) + grid.ndim / (2 * D * t)
     ok = u > floor * jnp.max(u)
     valid = ok

@@ -246,7 +246,8 @@ def _check_cover(grid: Grid, name: str, u, tol, what: str):
     if tol is None:
         return u
     batch = u.reshape(-1, *grid.shape)
-    frac = jax.vmap(grid.boundary_mass)(batch) / jnp.maximum(jax.vmap(grid.integrate)(batch), 1e-300)
+    total = jnp.maximum(jax.vmap(grid.integrate)(batch), jnp.finfo(u.dtype).tiny)
+    frac = jax.vmap(grid.boundary_mass)(batch) / total
     msg = (
         f"the grid does not cover {what}: more than boundary_tol={tol:g} of the mass of `{name}` lies in "
         "the outermost cells; enlarge the box (lower/upper) or raise `boundary_tol`"
