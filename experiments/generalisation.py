@@ -1,0 +1,584 @@
+r"""Generalisation comes from the imperfect score: novelty against fidelity (P1, P2; THEORY.md §3).
+
+The exact empirical score of `N` training points is the unique minimiser of the DSM loss and
+memorises: stopped at `t_end -> 0` its reverse samples are copies of training points (P1c).
+A trained network only approximates that score; the approximation error is what lets it
+produce new points (generative capacity) at the price of reproducing the training set less
+faithfully (imitation fidelity), the trade-off of P2's abstract.
+
+Measured here, for 2-D toys (a circle; two moons and the 8x8 digits in the full profile),
+training sets of `N` points (nested: the first `N` of one pool), small residual MLPs
+(`jd.nn.MLP`, `jd.NetworkScore`, `jd.train`) of several widths, checkpointed after several
+numbers of training steps, and samples (`jd.sample`, reverse SDE, Tweedie's last step)
+stopped at several `t_end`:
+
+* **novelty**: the share of samples that are not copies by the ratio test
+  (`jd.metrics.copy_fraction`), and the median nearest-neighbour distance to the training
+  set relative to the training set's own spacing (median nearest-neighbour distance);
+* **imitation error**: sliced W2 between the samples and the training set;
+* **fidelity to the true law**: sliced W2 to fresh samples of the true law (held-out digits),
+  and for the circle the mean distance to the circle;
+* **the memorising end point**: the exact empirical score (`jd.ExactScore` of the
+  `PointCloud`) run the same way.
+
+Training sets of every `N` are tiled to the largest `N` (each point repeated equally often:
+the same empirical law), so one compiled training step and one compiled sampler serve all `N`.
+
+Run: `python experiments/generalisation.py --out DIR [--profile quick|full]`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxdiff as jd
+from jaxdiff.reproduce import make_row, profile_sizes, save_figure, standalone, write_json
+
+NAME = "generalisation"
+PROFILES = {
+    # datasets; ns: training-set sizes (each divides the largest); widths, depth: MLPs;
+    # stages: cumulative training steps at which networks are evaluated; t_ends: stopping
+    # times (all evaluated after the last stage; t_main after every stage); n: samples;
+    # steps: sampler steps (geometric grid); batch: training batch size.
+    "tiny": {
+        "datasets": ("circle",),
+        "ns": (8, 64),
+        "widths": (32,),
+        "depth": 2,
+        "stages": (200, 1000),
+        "t_ends": (1e-5, 1e-1),
+        "t_main": 1e-5,
+        "n": 256,
+        "steps": 60,
+        "batch": 128,
+    },
+    "quick": {
+        "datasets": ("circle",),
+        "ns": (8, 32, 128, 512),
+        "widths": (32, 64),
+        "depth": 2,
+        "stages": (200, 700, 2000),
+        "t_ends": (1e-5, 1e-3, 1e-2, 1e-1),
+        "t_main": 1e-2,
+        "n": 512,
+        "steps": 100,
+        "batch": 256,
+    },
+    "full": {
+        "datasets": ("circle", "two_moons", "digits"),
+        "ns": (8, 32, 128, 512, 1024),
+        "widths": (64, 256),
+        "depth": 3,
+        "stages": (1000, 5000, 20000),
+        "t_ends": (1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+        "t_main": 1e-2,
+        "n": 4096,
+        "steps": 500,
+        "batch": 512,
+    },
+}
+LOG_EVERY = 100  # stages are multiples of it, so every training chunk has the same length
+RATIO = 1 / 3  # the ratio test of memorisation
+
+
+def _dataset(name: str, key, n_max: int, n_ref: int):
+    """`(pool of n_max training points, reference sample of the true law, distance to the
+    manifold or None)`."""
+    kp, kr = jax.random.split(key)
+    if name == "circle":
+        dist = lambda x: jnp.abs(jnp.linalg.norm(x, axis=1) - 1)
+        return jd.data.circle(kp, n_max), jd.data.circle(kr, n_ref), dist
+    if name == "two_moons":
+        return jd.data.two_moons(kp, n_max), jd.data.two_moons(kr, n_ref), None
+    if name == "digits":
+        allx = jd.data.digits(flatten=True)
+        perm = jax.random.permutation(kp, allx.shape[0])
+        return allx[perm[:n_max]], allx[perm[n_max:]], None  # held-out digits as the true law
+    raise ValueError(f"unknown dataset {name!r}")
+
+
+@jax.jit
+def _metric_arrays(x, padded, tiled, ref, key):
+    """Copies by the ratio test, nearest-neighbour distances, SW2 to the training set and to
+    the true law. `padded`: the training set followed by far-away dummy points (never a
+    nearest neighbour); `tiled`: the training set repeated (the same empirical law). Both
+    have the largest `N` rows, so this compiles once for every `N`."""
+    d, _ = jd.metrics.nearest_neighbours(x, padded, 2)
+    copies = d[:, 0] < RATIO * d[:, 1]
+    return (
+        jnp.mean(copies),
+        jnp.median(d[:, 0]),
+        jd.metrics.sliced_wasserstein(x, tiled, key=key),
+        jd.metrics.sliced_wasserstein(x, ref, key=key),
+    )
+
+
+@jax.jit
+def _spacing(padded, n):
+    """Median distance from each of the first `n` training points to its nearest other one."""
+    d, _ = jd.metrics.nearest_neighbours(padded, padded, 2)
+    valid = jnp.arange(padded.shape[0]) < n
+    return jnp.nanmedian(jnp.where(valid, d[:, 1], jnp.nan))
+
+
+def _metrics(x, padded, tiled, ref, spacing, manifold, key) -> dict:
+    """Novelty, imitation error and fidelity of the sample set `x` (module docstring)."""
+    copy, nn, sw_train, sw_true = (float(v) for v in _metric_arrays(x, padded, tiled, ref, key))
+    n = x.shape[0]
+    novelty = 1.0 - copy
+    out = {
+        "novelty": novelty,
+        # binomial standard error (at least that of one sample in n, so it never vanishes)
+        "novelty_se": float(np.sqrt(max(novelty * (1 - novelty), 1.0 / n) / n)),
+        "nn_over_spacing": nn / spacing,
+        "sw_train": sw_train,
+        "sw_true": sw_true,
+    }
+    if manifold is not None:
+        out["dist_manifold"] = float(jnp.mean(manifold(x)))
+    return out
+
+
+def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict]:
+    """Run the experiment; write `<out_dir>/generalisation.json` and PNGs; return the rows."""
+    cfg = profile_sizes(PROFILES, profile, sizes)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as ckpt_dir:
+        rows, details = _run(out, cfg, jax.random.PRNGKey(key), pathlib.Path(ckpt_dir))
+    rows = [make_row(**r) for r in rows]
+    write_json(out, NAME, rows, profile=profile, sizes=cfg, details=details)
+    return rows
+
+
+def _run(out, cfg, key, ckpt_dir):
+    from tqdm.auto import tqdm
+
+    process = jd.OU(T=3.0)  # alpha(3) = 0.05: the prior is close to rho_T, and fewer steps are spent far out
+    ns = tuple(cfg["ns"])
+    M = max(ns)
+    if any(M % n for n in ns):
+        raise ValueError(f"every training-set size must divide the largest, got {ns}")
+    # Log-normal noise levels reach sigma ~ 1e-3: the networks see small times too.
+    loss = jd.DSMLoss(time_sampler=jd.LogNormalTime(p_mean=-2.0, p_std=1.6), t_min=1e-5)
+    optimizer = optax.adam(2e-3)  # one object: jd.train caches its compiled step on it
+    grid = jd.GeometricGrid()
+    records = []  # one per (dataset, scorer, N, width, stage, t_end)
+    total = len(cfg["datasets"]) * len(ns) * len(cfg["widths"]) * len(cfg["stages"])
+    bar = tqdm(total=total, desc="generalisation: training", unit="stage", leave=False)
+    for di, name in enumerate(cfg["datasets"]):
+        kd = jax.random.fold_in(key, di)
+        pool, ref, manifold = _dataset(name, kd, M, cfg["n"])
+        dim = pool.shape[1]
+        shape = (cfg["n"], dim)
+
+        def evaluate(score, t_end, kind, **tags):
+            x = jd.sample(
+                jax.random.fold_in(kd, 7),
+                score,
+                process,
+                shape,
+                steps=cfg["steps"],
+                t_end=jnp.asarray(t_end),
+                grid=grid,
+                denoise=True,
+            )
+            m = _metrics(x, padded, tiled, ref, spacing, manifold, jax.random.fold_in(kd, 8))
+            records.append({"dataset": name, "kind": kind, "t_end": t_end, **tags, **m})
+            return x
+
+        samples = {}
+        for N in ns:
+            train = pool[:N]
+            tiled = jnp.tile(train, (M // N, 1))  # same empirical law, same shape for every N
+            far = 1e3 * (1.0 + jnp.arange(M - N, dtype=pool.dtype))[:, None] * jnp.ones((1, dim), pool.dtype)
+            # training set + far dummies: nearest neighbours with one compile for every N
+            padded = jnp.concatenate([train, far])
+            spacing = float(_spacing(padded, N))
+            exact = jd.ExactScore(process, jd.PointCloud(tiled))
+            for t_end in cfg["t_ends"]:
+                x = evaluate(exact, t_end, "exact", N=N)
+                samples[name, "exact", N, t_end] = np.asarray(x)
+            # the memorisation scale of this N: sigma(t_end) = spacing / 20 (OU: sigma^2 ~ 2 t)
+            evaluate(exact, (spacing / 20) ** 2 / 2, "exact_memorisation", N=N)
+            for width in cfg["widths"]:
+                model = jd.nn.MLP(
+                    dim, key=jax.random.fold_in(kd, 1000 + width), width=width, depth=cfg["depth"]
+                )
+                score0 = jd.NetworkScore(model, process)
+                ckpt = ckpt_dir / f"{name}_{N}_{width}.eqx"
+                for si, stage in enumerate(cfg["stages"]):
+                    # resumes from the previous stage's checkpoint (only the end of each call is saved)
+                    trained = jd.train(
+                        score0,
+                        tiled,
+                        process,
+                        key=jax.random.fold_in(kd, 2000 + N),
+                        steps=stage,
+                        batch_size=cfg["batch"],
+                        loss=loss,
+                        optimizer=optimizer,
+                        checkpoint=ckpt,
+                        checkpoint_every=10**9,
+                        log_every=LOG_EVERY,
+                        progress=False,
+                    )
+                    last = si == len(cfg["stages"]) - 1
+                    for t_end in cfg["t_ends"] if last else (cfg["t_main"],):
+                        x = evaluate(trained, t_end, "network", N=N, width=width, stage=stage)
+                        if last and width == max(cfg["widths"]):
+                            samples[name, "network", N, t_end] = np.asarray(x)
+                    bar.update(1)
+        records_ds = [r for r in records if r["dataset"] == name]
+        _figures(out, name, records_ds, samples, pool, ns, cfg)
+    bar.close()
+    return _rows(records, cfg), {"records": records}
+
+
+def _spearman(a, b) -> tuple[float, float]:
+    """Spearman's rank correlation and its two-sided p-value (t approximation)."""
+    from jax.scipy.special import betainc
+
+    n = len(a)
+    if n < 3:
+        return float("nan"), 1.0
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    r = float(np.corrcoef(ra, rb)[0, 1])
+    t2 = r * r * (n - 2) / max(1 - r * r, 1e-300)
+    p = float(betainc(0.5 * (n - 2), 0.5, (n - 2) / (n - 2 + t2)))  # P(|T_{n-2}| >= |t|)
+    return r, p
+
+
+def _fidelity_error(r) -> float:
+    """Distance to the data manifold where it is known (the circle), else SW2 to the training set."""
+    return r.get("dist_manifold", r["sw_train"])
+
+
+def _rows(records, cfg) -> list[dict]:
+    t_small, t_big = min(cfg["t_ends"]), max(cfg["t_ends"])
+    last, first = max(cfg["stages"]), min(cfg["stages"])
+    wmax = max(cfg["widths"])
+    rows = []
+    ex = [r for r in records if r["kind"] == "exact"]
+    net = [r for r in records if r["kind"] == "network"]
+    mem = [r for r in records if r["kind"] == "exact_memorisation"]
+
+    def z(a, b):  # (novelty a - novelty b) in standard errors
+        return (a["novelty"] - b["novelty"]) / np.hypot(a["novelty_se"], b["novelty_se"])
+
+    # 1. the memorising end point. The stopping time that memorises depends on N: samples are
+    # copies once sigma(t_end) is well below the training spacing (here 1/20 of it). Random
+    # training sets have pairs closer than that, whose blend the ratio test does not call a copy,
+    # so the copy fraction is compared with its value at the largest t_end, and the samples must
+    # sit on training points.
+    checks = []
+    for r in mem:
+        big = next(q for q in ex if q["dataset"] == r["dataset"] and q["N"] == r["N"] and q["t_end"] == t_big)
+        checks.append((r, z(big, r) > 3 and r["nn_over_spacing"] <= 0.01))
+    rows.append(
+        {
+            "id": "exact_score_memorises",
+            "claim": "The exact empirical score memorises: stopped at t_end -> 0 its samples are copies of "
+            "training "
+            "points",
+            "predicted": "at sigma(t_end) = spacing/20: samples on training points (median NN distance "
+            "< 1% of the "
+            f"spacing), copy fraction far above its value at t_end = {t_big:g}",
+            "measured": "copy fraction "
+            + ", ".join(
+                f"{r['dataset']} N={r['N']}: {1 - r['novelty']:.3f} (t_end {r['t_end']:.1e}, NN/spacing "
+                f"{r['nn_over_spacing']:.1e})"
+                for r, _ in checks
+            ),
+            "holds": bool(checks and all(ok for _, ok in checks)),
+            "figures": ["generalisation_tradeoff.png", "generalisation_samples.png"],
+            "details": {
+                "criterion": "median NN distance / spacing <= 0.01 and copy fraction above that at the "
+                "largest t_end by > 3 SE, for every N",
+                "copy_fraction_vs_t_end": {
+                    f"{r['dataset']} N={r['N']} t_end={r['t_end']:.2g}": 1 - r["novelty"] for r in ex + mem
+                },
+            },
+        }
+    )
+
+    # 2. the trade-off along t_end: novelty and the fidelity error grow together
+    curves = []
+    for name in cfg["datasets"]:
+        for N in cfg["ns"]:
+            for kind, sel in (
+                ("exact", [r for r in ex if r["dataset"] == name and r["N"] == N]),
+                (
+                    "network",
+                    [
+                        r
+                        for r in net
+                        if r["dataset"] == name and r["N"] == N and r["width"] == wmax and r["stage"] == last
+                    ],
+                ),
+            ):
+                lo = next(r for r in sel if r["t_end"] == t_small)
+                hi = next(r for r in sel if r["t_end"] == t_big)
+                curves.append(
+                    (
+                        f"{name} {kind} N={N}",
+                        z(hi, lo) > 3 or hi["novelty"] >= 0.99,
+                        _fidelity_error(hi) > _fidelity_error(lo),
+                        lo,
+                        hi,
+                    )
+                )
+    rows.append(
+        {
+            "id": "novelty_fidelity_tradeoff",
+            "claim": "Trade-off between generative capacity and imitation fidelity: a later stop t_end "
+            "gives more "
+            "new points and samples farther from the data (exact score and networks alike)",
+            "predicted": f"from t_end = {t_small:g} to {t_big:g}: novelty up and fidelity error up, "
+            "on every curve",
+            "measured": "; ".join(
+                f"{c[0]}: novelty {c[3]['novelty']:.2f}->{c[4]['novelty']:.2f}, error "
+                f"{_fidelity_error(c[3]):.3f}->{_fidelity_error(c[4]):.3f}"
+                for c in curves[:4]
+            )
+            + f"; ... ({sum(c[1] and c[2] for c in curves)}/{len(curves)} curves)",
+            "holds": bool(curves and all(c[1] and c[2] for c in curves)),
+            "figures": ["generalisation_tradeoff.png"],
+            "details": {
+                "criterion": "novelty rises by > 3 SE (or is >= 0.99 at the late stop) and the fidelity "
+                "error (distance to the circle; else SW2 to the training set) rises",
+                "curves": {
+                    c[0]: {
+                        "novelty": [c[3]["novelty"], c[4]["novelty"]],
+                        "fidelity_error": [_fidelity_error(c[3]), _fidelity_error(c[4])],
+                    }
+                    for c in curves
+                },
+            },
+        }
+    )
+
+    # 3. the imperfect score produces new points where the exact score copies
+    gaps = []
+    for r in ex:
+        if r["t_end"] != t_small:
+            continue
+        m = [
+            q
+            for q in net
+            if q["dataset"] == r["dataset"]
+            and q["N"] == r["N"]
+            and q["width"] == wmax
+            and q["stage"] == last
+            and q["t_end"] == t_small
+        ]
+        gaps.append((r["dataset"], r["N"], m[0], r, z(m[0], r)))
+    rows.append(
+        {
+            "id": "network_generalises",
+            "claim": "Generalisation comes from the imperfect score: at the same t_end a trained network "
+            "produces "
+            "new points where the exact empirical score copies",
+            "predicted": f"novelty(network) > novelty(exact score) at t_end = {t_small:g}, every N",
+            "measured": ", ".join(
+                f"{g[0]} N={g[1]}: {g[2]['novelty']:.2f} vs {g[3]['novelty']:.2f}" for g in gaps
+            ),
+            "holds": bool(gaps and all(g[4] > 3 for g in gaps)),
+            "figures": ["generalisation_tradeoff.png", "generalisation_samples.png"],
+            "details": {
+                "z_scores": {f"{g[0]} N={g[1]}": g[4] for g in gaps},
+                "fidelity_error_network_vs_exact": {
+                    f"{g[0]} N={g[1]}": [_fidelity_error(g[2]), _fidelity_error(g[3])] for g in gaps
+                },
+                "sw2_true_law_network_vs_exact": {
+                    f"{g[0]} N={g[1]}": [g[2]["sw_true"], g[3]["sw_true"]] for g in gaps
+                },
+                "criterion": f"difference > 3 SE (binomial), width {wmax}, {last} steps",
+            },
+        }
+    )
+
+    # 4. training drives the network towards the (memorising) minimiser of the loss
+    trends = []
+    for name in cfg["datasets"]:
+        for N in cfg["ns"]:
+            for width in cfg["widths"]:
+                sel = {
+                    r["stage"]: r
+                    for r in net
+                    if r["dataset"] == name
+                    and r["N"] == N
+                    and r["width"] == width
+                    and r["t_end"] == cfg["t_main"]
+                }
+                trends.append(
+                    (f"{name} N={N} width={width}", sel[first], sel[last], z(sel[first], sel[last]))
+                )
+    rows.append(
+        {
+            "id": "training_approaches_memorisation",
+            "claim": "Longer training brings the network towards the loss minimiser, the exact score, which "
+            "memorises: novelty falls with training steps",
+            "predicted": f"novelty after {last} steps < after {first} steps (t_end = {cfg['t_main']:g}), "
+            "every N and width",
+            "measured": ", ".join(f"{t[0]}: {t[1]['novelty']:.2f}->{t[2]['novelty']:.2f}" for t in trends),
+            "holds": bool(trends and all(t[3] > 3 for t in trends)),
+            "figures": ["generalisation_vs_n.png"],
+            "details": {"z_scores": {t[0]: t[3] for t in trends}, "criterion": "decrease > 3 SE (binomial)"},
+        }
+    )
+    return rows
+
+
+def _figures(out, name, records, samples, pool, ns, cfg):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t_ends, last, wmax = cfg["t_ends"], max(cfg["stages"]), max(cfg["widths"])
+    cmap = plt.get_cmap("viridis")
+    colour = {N: cmap(i / max(1, len(ns) - 1)) for i, N in enumerate(ns)}
+    suffix = "" if name == cfg["datasets"][0] else f"_{name}"
+    err_label = (
+        "mean distance to the circle (fidelity error)"
+        if "dist_manifold" in records[0]
+        else "SW2(samples, training set) (imitation error)"
+    )
+
+    fig, axs = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, (err, xlabel) in zip(
+        axs, ((_fidelity_error, err_label), (lambda r: r["sw_true"], "SW2(samples, true law)"))
+    ):
+        for N in ns:
+            for kind, style in (("exact", "*--"), ("network", "o-")):
+                cur = sorted(
+                    (
+                        r
+                        for r in records
+                        if r["N"] == N
+                        and r["kind"] == kind
+                        and r.get("stage", last) == last
+                        and r.get("width", wmax) == wmax
+                    ),
+                    key=lambda r: r["t_end"],
+                )
+                ax.plot(
+                    [err(r) for r in cur],
+                    [r["novelty"] for r in cur],
+                    style,
+                    color=colour[N],
+                    ms=7,
+                    label=f"N = {N}, {'exact empirical score' if kind == 'exact' else 'network'}",
+                )
+                for r in cur:
+                    if N == ns[-1]:
+                        ax.annotate(f"{r['t_end']:g}", (err(r), r["novelty"]), fontsize=6, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("novelty: share of samples that are not copies")
+        ax.legend(fontsize=6.5, ncol=2)
+    fig.suptitle(
+        f"{name}: generative capacity vs fidelity along t_end (labels: t_end for N = {ns[-1]}; "
+        f"networks: width {wmax}, {last} steps)",
+        fontsize=10,
+    )
+    save_figure(fig, out, f"generalisation_tradeoff{suffix}.png")
+
+    fig, axs = plt.subplots(1, 4, figsize=(20, 4.6))
+    t_main = cfg["t_main"]
+    for w_i, width in enumerate(cfg["widths"]):
+        sel = sorted(
+            (
+                r
+                for r in records
+                if r["kind"] == "network"
+                and r["width"] == width
+                and r["stage"] == last
+                and r["t_end"] == t_main
+            ),
+            key=lambda r: r["N"],
+        )
+        for ax, k in zip(axs, ("novelty", "nn_over_spacing", "sw_true")):
+            ax.plot(
+                [r["N"] for r in sel],
+                [r[k] for r in sel],
+                "o-",
+                color=f"C{w_i}",
+                label=f"network, width {width}",
+            )
+        for N in ns:
+            cur = sorted(
+                (
+                    r
+                    for r in records
+                    if r["kind"] == "network" and r["width"] == width and r["N"] == N and r["t_end"] == t_main
+                ),
+                key=lambda r: r["stage"],
+            )
+            axs[3].plot(
+                [r["stage"] for r in cur],
+                [r["novelty"] for r in cur],
+                "o-" if w_i == 0 else "s--",
+                color=colour[N],
+                label=f"N = {N}, width {width}",
+            )
+    sel = sorted((r for r in records if r["kind"] == "exact" and r["t_end"] == t_main), key=lambda r: r["N"])
+    for ax, k, lab in zip(
+        axs,
+        ("novelty", "nn_over_spacing", "sw_true"),
+        ("novelty (share of non-copies)", "median NN distance / training spacing", "SW2(samples, true law)"),
+    ):
+        ax.plot([r["N"] for r in sel], [r[k] for r in sel], "k*--", ms=10, label="exact empirical score")
+        ax.set_xscale("log")
+        ax.set_xlabel("training-set size N")
+        ax.set_ylabel(lab)
+        ax.legend(fontsize=7)
+    axs[1].set_yscale("log")
+    axs[2].set_yscale("log")
+    axs[3].set_xscale("log")
+    axs[3].set_xlabel("training steps")
+    axs[3].set_ylabel("novelty (share of non-copies)")
+    axs[3].legend(fontsize=6)
+    fig.suptitle(f"{name}: against N ({last} steps) and training steps, t_end = {t_main:g}", fontsize=10)
+    save_figure(fig, out, f"generalisation_vs_n{suffix}.png")
+
+    if pool.shape[1] == 2:  # samples next to the training set
+        fig, axs = plt.subplots(2, len(ns), figsize=(3.2 * len(ns), 6.4), squeeze=False)
+        for j, N in enumerate(ns):
+            for i, kind in enumerate(("exact", "network")):
+                ax = axs[i, j]
+                x = samples[name, kind, N, min(t_ends)]
+                ax.scatter(
+                    pool[:N, 0],
+                    pool[:N, 1],
+                    s=30,
+                    facecolors="none",
+                    edgecolors="k",
+                    lw=0.6,
+                    label="training points",
+                )
+                ax.scatter(
+                    x[:, 0],
+                    x[:, 1],
+                    s=3,
+                    alpha=0.5,
+                    color="C0" if kind == "network" else "C3",
+                    label="samples",
+                )
+                ax.set_title(f"{kind}, N={N}, t_end={min(t_ends):g}", fontsize=8)
+                ax.set_aspect("equal")
+                ax.set_xlabel("x1")
+                ax.set_ylabel("x2")
+        axs[0, 0].legend(fontsize=7)
+        save_figure(fig, out, f"generalisation_samples{suffix}.png")
+
+
+if __name__ == "__main__":
+    raise SystemExit(standalone(main))

@@ -1,0 +1,142 @@
+"""The P2 experiments (Li–Yau, L^p stability, concentration, generalisation) at the "tiny"
+profile: each runs once per module (a fixture), writes its JSON and PNGs, and its measured
+numbers point the way the theory says, within the tolerances stated below.
+
+These check directions at a size of seconds; the experiments' own `holds` criteria (in their
+JSON) are what the report uses at the quick and full sizes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxdiff.reproduce import load_experiment
+
+
+def _run(name, tmp_path_factory):
+    out = tmp_path_factory.mktemp(name)
+    rows = load_experiment(name).main(out, profile="tiny", key=0)
+    return out, rows, json.loads((out / f"{name}.json").read_text())
+
+
+def _by_id(rows):
+    return {r["id"]: r for r in rows}
+
+
+def _check_files(out, rows, name):
+    assert (out / f"{name}.json").is_file()
+    figures = {f for r in rows for f in r["figures"]}
+    assert figures, "every claim needs a figure"
+    for f in figures:
+        path = out / f
+        assert path.is_file() and path.stat().st_size > 10_000, f"missing or empty figure {f}"
+    for r in rows:
+        assert set(r) >= {"id", "claim", "predicted", "measured", "holds", "figures", "details"}
+
+
+@pytest.fixture(scope="module")
+def li_yau(tmp_path_factory):
+    return _run("li_yau", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def lp_stability(tmp_path_factory):
+    return _run("lp_stability", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def concentration(tmp_path_factory):
+    return _run("concentration", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def generalisation(tmp_path_factory):
+    return _run("generalisation", tmp_path_factory)
+
+
+def test_li_yau(li_yau):
+    out, rows, data = li_yau
+    _check_files(out, rows, "li_yau")
+    r = _by_id(rows)
+    pw = data["details"]["pointwise"]
+    # the inequality, pointwise, for the heat flow and the OU analogue: float64 rounding only
+    assert pw["lowest_q_or_lambda"]["heat"] >= -1e-9
+    assert pw["lowest_q_or_lambda"]["OU"] >= -1e-9
+    # the autodiff Hessian is the posterior-covariance formula
+    assert pw["max_hessian_vs_posterior_cov"] <= 1e-9
+    # sharpness: a Dirac is an equality; a bump N(m, eps^2 I) has q = eps^2/(sigma^2 + eps^2)
+    assert pw["max_abs_q_dirac"] <= 1e-9
+    eq = data["details"]["equality"]
+    np.testing.assert_allclose(eq["q_bump_mean"], eq["q_predicted"], rtol=1e-8, atol=1e-12)
+    # on the grid, above the bound up to the O(h^2) allowance
+    grid = data["details"]["grid"]["d=1"]
+    assert np.all(np.asarray(grid["q_min"]) >= -np.asarray(grid["allow"]))
+    # de Bruijn: dH/dt = kappa * Fisher (quadrature: 1e-6; grid, central difference: 1e-4)
+    db = data["details"]["de_bruijn"]
+    assert db["max_rel_error"] <= 1e-6 and db["grid_max_rel_error"] <= 1e-4
+    assert max(db["fisher_over_bound"]) <= 1.0
+    assert all(r[k]["holds"] for k in ("li_yau_heat_pointwise", "li_yau_ou", "li_yau_equality", "li_yau_grid",
+                                       "de_bruijn"))
+
+
+def test_lp_stability(lp_stability):
+    out, rows, _ = lp_stability
+    _check_files(out, rows, "lp_stability")
+    r = _by_id(rows)
+    grid_err = r["lp_sde_bound"]["details"]["grid_error_vs_closed_forms"]
+    assert grid_err <= 0.1  # the grid reproduces the Dirac closed forms
+    # the bounds hold (up to that grid error)
+    assert r["lp_sde_bound"]["measured"] <= 1 + grid_err
+    # the ODE's growth is sharp for Dirac data: exponent (d/2)(1 - 1/p), d = 1, within 10%
+    exps = r["lp_ode_bound"]["details"]["fitted_exponents"]
+    for p, want in (("2", 0.25), ("4", 0.375), ("inf", 0.5)):
+        assert abs(exps[f"d=1,p={p}"] / want - 1) <= 0.1
+    # and the SDE's growth exceeds the ODE bound (its larger exponent is needed)
+    assert r["lp_sde_needs_larger_exponent"]["measured"] > 1.2
+    assert r["relative_entropy_sde"]["holds"] and r["relative_entropy_ode"]["holds"]
+
+
+def test_concentration(concentration):
+    out, rows, _ = concentration
+    _check_files(out, rows, "concentration")
+    r = _by_id(rows)
+    for key in ("concentration_subspace", "concentration_sphere"):
+        fit = r[key]["details"]["reverse_sde"]
+        # E dist^2 ~ t and E dist ~ t^(1/2) at this size: 0.1 and 0.05 around the exponents
+        assert abs(fit["exponent"] - 1.0) <= 0.1
+        assert abs(fit["exponent_of_distance"] - 0.5) <= 0.05
+        assert abs(r[key]["details"]["exact_sampler"]["exponent"] - 1.0) <= 0.1
+    sub = r["concentration_subspace"]["details"]["reverse_sde"]
+    assert abs(np.log(sub["prefactor"] / 6.0)) <= 0.2  # 2 (d - k) = 6 for d = 4, k = 1
+    # from wrong initialisations: below the KL bound
+    assert all(v <= 1.0 for v in r["concentration_wrong_init"]["details"]["bound_ratio"].values())
+
+
+def test_generalisation(generalisation):
+    out, rows, data = generalisation
+    _check_files(out, rows, "generalisation")
+    r = _by_id(rows)
+    recs = data["details"]["records"]
+    mem = [q for q in recs if q["kind"] == "exact_memorisation"]
+    # the exact score at its memorisation scale: samples sit on training points
+    assert mem and all(q["nn_over_spacing"] <= 0.01 and q["novelty"] <= 0.2 for q in mem)
+    # the network makes new points where the exact score copies
+    assert r["network_generalises"]["holds"]
+    z = r["network_generalises"]["details"]["z_scores"]
+    assert min(z.values()) > 3
+    # training brings the network towards memorisation
+    assert r["training_approaches_memorisation"]["holds"]
+    assert r["exact_score_memorises"]["holds"]
+
+
+@pytest.mark.parametrize("name", ["li_yau", "lp_stability", "concentration", "generalisation"])
+def test_sizes_are_checked(name, tmp_path):
+    module = load_experiment(name)
+    assert set(module.PROFILES) == {"tiny", "quick", "full"}
+    with pytest.raises(ValueError, match="profile"):
+        module.main(tmp_path, profile="huge")
+    with pytest.raises(ValueError, match="unknown size"):
+        module.main(tmp_path, profile="tiny", no_such_size=3)
