@@ -239,6 +239,7 @@ class GaussianMixture(AbstractLaw):
     variances: Float[Array, " K"] | None  # isotropic s_k^2
     evals: Float[Array, "K d"] | None  # full: C_k = U_k diag(evals_k) U_k^T
     evecs: Float[Array, "K d d"] | None
+    is_singular: bool = eqx.field(static=True)  # decided once, so it survives jit and vmap
 
     def __init__(self, means, stds=None, weights=None, *, covs=None):
         """**Arguments:**
@@ -279,6 +280,9 @@ class GaussianMixture(AbstractLaw):
                 if float(jnp.min(evals)) < -1e-6 * scale:
                     raise ValueError(f"`covs` must be positive semi-definite, smallest eigenvalue {float(jnp.min(evals)):.3g}")
             self.variances, self.evals, self.evecs = None, jnp.clip(evals, 0.0), evecs
+        v = self.variances if self.variances is not None else self.evals
+        # A law built from traced arrays cannot be inspected: treat it as singular (t > 0).
+        self.is_singular = not is_concrete(v) or bool(np.min(np.asarray(v)) <= 0)
 
     @property
     def dim(self) -> int:
@@ -294,10 +298,7 @@ class GaussianMixture(AbstractLaw):
 
     @property
     def singular(self) -> bool:
-        v = self.variances if self.variances is not None else self.evals
-        if not is_concrete(v):
-            return True
-        return bool(np.min(np.asarray(v)) <= 0)
+        return self.is_singular
 
     @property
     def covariances(self) -> Float[Array, "K d d"]:
