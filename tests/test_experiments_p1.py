@@ -107,6 +107,9 @@ def test_loss_minimiser(results):
     net = rows["loss_network_from_above"]["details"]
     excess, se = np.array(net["excess"]), np.array(net["excess_se"])
     assert np.all(excess >= -3 * se) and excess[-1] < 0.5 * excess[0]
+    # the excess is the weighted score error (independent draws), as the decomposition says
+    fisher, fisher_se = np.array(net["fisher"]), np.array(net["fisher_se"])
+    assert np.all(np.abs(excess - fisher) <= 4 * np.hypot(se, fisher_se))
     assert rows["loss_unique_minimiser"]["holds"] and rows["loss_floor_point_cloud"]["holds"]
 
 
