@@ -64,7 +64,8 @@ def test_bridge_matches_theory_ou_formulas():
 
 def test_bridge_is_ddpm_posterior():
     # Ho et al. (2020), eq. (7): with alpha_bar_k = alpha(t_k)^2, alpha_k = alpha_bar_k / alpha_bar_{k-1},
-    # beta_k = 1 - alpha_k: mean = sqrt(ab_{k-1}) beta_k / (1 - ab_k) x0 + sqrt(alpha_k)(1 - ab_{k-1})/(1 - ab_k) x_k,
+    # beta_k = 1 - alpha_k: mean = sqrt(ab_{k-1}) beta_k / (1 - ab_k) x0
+    #                              + sqrt(alpha_k)(1 - ab_{k-1})/(1 - ab_k) x_k,
     # variance (1 - ab_{k-1}) beta_k / (1 - ab_k).
     vp = jd.VP()
     x_t, x0 = jnp.array([0.4, 1.2]), jnp.array([-1.0, 0.3])
@@ -72,7 +73,10 @@ def test_bridge_is_ddpm_posterior():
         ab_k, ab_km1 = float(vp.alpha(t)) ** 2, float(vp.alpha(s)) ** 2
         alpha_k = ab_k / ab_km1
         beta_k = 1 - alpha_k
-        ref = math.sqrt(ab_km1) * beta_k / (1 - ab_k) * x0 + math.sqrt(alpha_k) * (1 - ab_km1) / (1 - ab_k) * x_t
+        ref = (
+            math.sqrt(ab_km1) * beta_k / (1 - ab_k) * x0
+            + math.sqrt(alpha_k) * (1 - ab_km1) / (1 - ab_k) * x_t
+        )
         mean, std = bridge(vp, t, s, x_t, x0)
         np.testing.assert_allclose(mean, ref, rtol=1e-9)
         np.testing.assert_allclose(std**2, (1 - ab_km1) * beta_k / (1 - ab_k), rtol=1e-8)
@@ -131,7 +135,9 @@ def test_ddpm_step_is_the_bridge_transition():
     n = 20000
     ab_k, ab_km1 = float(vp.alpha(t)) ** 2, float(vp.alpha(s)) ** 2
     beta_k = 1 - ab_k / ab_km1
-    mean_ref = math.sqrt(ab_km1) * beta_k / (1 - ab_k) * X0 + math.sqrt(1 - beta_k) * (1 - ab_km1) / (1 - ab_k) * x_t
+    mean_ref = (
+        math.sqrt(ab_km1) * beta_k / (1 - ab_k) * X0 + math.sqrt(1 - beta_k) * (1 - ab_km1) / (1 - ab_k) * x_t
+    )
     var_ref = (1 - ab_km1) * beta_k / (1 - ab_k)
     out = jd.sample(KEY, jd.ExactScore(vp, POINT), vp, (n, 2), sampler=jd.DDPM(), grid=jnp.array([t, s]),
                     x_init=jnp.broadcast_to(x_t, (n, 2)))  # fmt: skip

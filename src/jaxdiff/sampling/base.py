@@ -72,11 +72,11 @@ class AbstractSampler(eqx.Module):
         key: PRNGKeyArray,
         score: Score,
         process: AbstractProcess,
-        ts: Float[Array, " K+1"],
+        ts: Float[Array, " times"],
         x: Float[Array, "*event"],
         *,
         trajectory: bool,
-    ) -> Float[Array, "*event"] | Float[Array, "K+1 *event"]:
+    ) -> Float[Array, "*event"] | Float[Array, " times *event"]:
         """Run one sample `x` (the state at `ts[0]`) down the grid `ts`.
 
         **Arguments:** `key`, this sample's own key (step `k` may use `fold_in(key, k)`);
@@ -90,7 +90,9 @@ class AbstractSampler(eqx.Module):
         """Score (or denoiser) evaluations per sample for `steps` grid steps (`None` when
         it is not known in advance, e.g. adaptive step sizes)."""
 
-    def initial(self, key: PRNGKeyArray, process: AbstractProcess, ts: Float[Array, " K+1"], shape: tuple[int, ...]):
+    def initial(
+        self, key: PRNGKeyArray, process: AbstractProcess, ts: Float[Array, " times"], shape: tuple[int, ...]
+    ):
         """The batch's state at `ts[0]`: by default the prior `N(0, prior_std^2 I)`, row `i`
         from `fold_in(key, i)`. (The exact sampler starts from the exact marginal.)"""
         return process.prior_sample(key, shape, dtype=ts.dtype)
@@ -101,12 +103,19 @@ class AbstractStepSampler(AbstractSampler):
     `lax.scan`. Step `k` receives the key `fold_in(key, k)`."""
 
     @abc.abstractmethod
-    def init_state(self, score: Score, process: AbstractProcess, ts: Float[Array, " K+1"], x) -> PyTree:
+    def init_state(self, score: Score, process: AbstractProcess, ts: Float[Array, " times"], x) -> PyTree:
         """Auxiliary state carried between steps (multistep history; `None` if unused)."""
 
     @abc.abstractmethod
     def step(
-        self, key: PRNGKeyArray, score: Score, process: AbstractProcess, t: Scalar, s: Scalar, x, state: PyTree
+        self,
+        key: PRNGKeyArray,
+        score: Score,
+        process: AbstractProcess,
+        t: Scalar,
+        s: Scalar,
+        x,
+        state: PyTree,
     ) -> tuple[Float[Array, "*event"], PyTree]:
         """One step of one sample from time `t` to the next grid time `s < t`."""
 
@@ -168,7 +177,8 @@ def _check_t_end(t_end, T):
             raise ValueError(f"`t_end` must be finite, got {v}")
         if v <= 0:
             raise ValueError(
-                f"`t_end` must be > 0 (the stopping time: the score of a singular law blows up at t = 0), got {v}"
+                f"`t_end` must be > 0 (the stopping time: the score of a singular law blows up at t = 0), "
+                f"got {v}"
             )
         if v >= Tv:
             raise ValueError(f"`t_end` must be < T = {Tv} (sampling runs from T down to t_end), got {v}")
@@ -209,7 +219,9 @@ def _check_score(score, shape, dtype):
     if not isinstance(out, jax.ShapeDtypeStruct):
         raise ValueError(f"`score(t, x)` must return one array, got {type(out).__name__}")
     if out.shape != event:
-        hint = " (one sample in, one sample out: the sampler vmaps over the batch)" if out.shape == shape else ""
+        hint = (
+            " (one sample in, one sample out: the sampler vmaps over the batch)" if out.shape == shape else ""
+        )
         raise ValueError(f"`score(t, x)` must return the shape of one sample {event}, got {out.shape}{hint}")
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(f"`score(t, x)` must return floating point values, got dtype {out.dtype}")
@@ -230,8 +242,8 @@ def sample(
     sampler: AbstractSampler | None = None,
     steps: int | None = None,
     t_end: Scalar | None = None,
-    grid: AbstractGrid | Float[ArrayLike, " K+1"] = UniformGrid(),
-    x_init: Float[ArrayLike, "batch *event"] | None = None,
+    grid: AbstractGrid | Float[ArrayLike, " times"] = UniformGrid(),
+    x_init: Float[ArrayLike, " batch *event"] | None = None,
     denoise: bool = False,
     trajectory: bool = False,
 ):
@@ -271,7 +283,9 @@ def sample(
     if sampler is None:
         sampler = ReverseSDE()
     if not isinstance(sampler, AbstractSampler):
-        raise ValueError(f"`sampler` must be a jaxdiff sampler (ReverseSDE(), DDPM(), ...), got {type(sampler).__name__}")
+        raise ValueError(
+            f"`sampler` must be a jaxdiff sampler (ReverseSDE(), DDPM(), ...), got {type(sampler).__name__}"
+        )
     if not isinstance(process, AbstractProcess):
         raise ValueError(f"`process` must be a jaxdiff process (OU, VP, ...), got {type(process).__name__}")
     shape = _check_shape(shape)
@@ -283,14 +297,18 @@ def sample(
         if t_end is not None:
             raise ValueError("give `t_end` through the explicit `grid` (its last entry), not both")
         if steps is not None and _check_steps(steps) != ts.shape[0] - 1:
-            raise ValueError(f"`steps` ({steps}) disagrees with the explicit `grid` ({ts.shape[0] - 1} steps)")
+            raise ValueError(
+                f"`steps` ({steps}) disagrees with the explicit `grid` ({ts.shape[0] - 1} steps)"
+            )
         grid, steps = ts, ts.shape[0] - 1
     if x_init is not None:
         x_init = check_finite("x_init", as_float_array("x_init", x_init))
         if x_init.shape != shape:
             raise ValueError(f"`x_init` must have shape {shape} (the state at T), got {x_init.shape}")
     if isinstance(sampler, ExactSampler) and shape[1:] != (sampler.law.dim,):
-        raise ValueError(f"`shape` must be (batch, {sampler.law.dim}) for the ExactSampler's law, got {shape}")
+        raise ValueError(
+            f"`shape` must be (batch, {sampler.law.dim}) for the ExactSampler's law, got {shape}"
+        )
     if denoise and score is None:
         if not isinstance(sampler, ExactSampler):
             raise ValueError("`denoise=True` needs a `score`")
@@ -299,7 +317,9 @@ def sample(
         score = ExactScore(process, sampler.law)
     check_score = sampler.uses_score or score is not None
 
-    out, ok = _sample(key, score, process, shape, sampler, steps, t_end, grid, x_init, denoise, trajectory, check_score)
+    out, ok = _sample(
+        key, score, process, shape, sampler, steps, t_end, grid, x_init, denoise, trajectory, check_score
+    )
     if is_concrete(ok):
         if not bool(ok):
             raise ValueError(_NAN_MESSAGE)
@@ -309,7 +329,9 @@ def sample(
 
 
 @eqx.filter_jit
-def _sample(key, score, process, shape, sampler, steps, t_end, grid, x_init, denoise, trajectory, check_score):
+def _sample(
+    key, score, process, shape, sampler, steps, t_end, grid, x_init, denoise, trajectory, check_score
+):
     ts = grid(process, steps, t_end) if isinstance(grid, AbstractGrid) else grid
     if check_score:  # at trace time only: once per compilation, not once per call
         _check_score(score, shape, ts.dtype)
@@ -317,7 +339,9 @@ def _sample(key, score, process, shape, sampler, steps, t_end, grid, x_init, den
     x = sampler.initial(k_init, process, ts, shape) if x_init is None else x_init.astype(ts.dtype)
 
     def one(i, xi):
-        return sampler.integrate(jax.random.fold_in(k_noise, i), score, process, ts, xi, trajectory=trajectory)
+        return sampler.integrate(
+            jax.random.fold_in(k_noise, i), score, process, ts, xi, trajectory=trajectory
+        )
 
     xs = jax.vmap(one)(jnp.arange(shape[0]), x)  # (n, *event) or (n, K+1, *event)
     if denoise:

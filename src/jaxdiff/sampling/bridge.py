@@ -52,7 +52,10 @@ def _check_times(process, t, s):
         if not 0 < tv <= T * (1 + 1e-6):
             raise ValueError(f"`t` must lie in (0, T] = (0, {float(T)}], got {float(tv)}")
         if not 0 <= sv <= tv:
-            raise ValueError(f"`s` must lie in [0, t] (the bridge runs backwards in time), got s={float(sv)}, t={float(tv)}")
+            raise ValueError(
+                f"`s` must lie in [0, t] (the bridge runs backwards in time), "
+                f"got s={float(sv)}, t={float(tv)}"
+            )
         return t, s
     t, s = jnp.asarray(t), jnp.asarray(s)
     if t.shape != () or s.shape != ():

@@ -50,7 +50,9 @@ class EDMHeun(AbstractStepSampler):
     s_tmax: Scalar = math.inf
     s_noise: Scalar = 1.0
 
-    def __init__(self, churn: Scalar = 0.0, *, s_tmin: Scalar = 0.0, s_tmax: Scalar = math.inf, s_noise: Scalar = 1.0):
+    def __init__(
+        self, churn: Scalar = 0.0, *, s_tmin: Scalar = 0.0, s_tmax: Scalar = math.inf, s_noise: Scalar = 1.0
+    ):
         """**Arguments:** `churn`: `S_churn >= 0`, the total noise injected over the run;
         `s_tmin`, `s_tmax`: the noise-level window where churn applies; `s_noise`: the scale
         of the injected noise (Karras et al. use slightly above 1)."""

@@ -37,7 +37,9 @@ class ExactSampler(AbstractStepSampler):
     def __init__(self, law: AbstractLaw):
         """**Arguments:** `law`: the exact law of `X_0`."""
         if not isinstance(law, AbstractLaw):
-            raise ValueError(f"`law` must be a jaxdiff law (PointCloud, GaussianMixture, ...), got {type(law).__name__}")
+            raise ValueError(
+                f"`law` must be a jaxdiff law (PointCloud, GaussianMixture, ...), got {type(law).__name__}"
+            )
         self.law = law
 
     def nfe(self, steps):

@@ -36,7 +36,7 @@ class AbstractGrid(eqx.Module):
     """A rule that places `steps + 1` times from `T` down to `t_end`."""
 
     @abc.abstractmethod
-    def __call__(self, process: AbstractProcess, steps: int, t_end: Scalar) -> Float[Array, " steps+1"]:
+    def __call__(self, process: AbstractProcess, steps: int, t_end: Scalar) -> Float[Array, " times"]:
         """The grid `T = ts[0] > ts[1] > ... > ts[steps] = t_end` for `process`."""
 
 

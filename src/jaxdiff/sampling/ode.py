@@ -41,7 +41,9 @@ class ProbabilityFlow(AbstractSampler):
         """
         if not isinstance(solver, diffrax.AbstractSolver):
             raise ValueError(f"`solver` must be a Diffrax solver, got {type(solver).__name__}")
-        if stepsize_controller is not None and not isinstance(stepsize_controller, diffrax.AbstractStepSizeController):
+        if stepsize_controller is not None and not isinstance(
+            stepsize_controller, diffrax.AbstractStepSizeController
+        ):
             raise ValueError(
                 f"`stepsize_controller` must be None or a Diffrax step-size controller, "
                 f"got {type(stepsize_controller).__name__}"

@@ -59,7 +59,10 @@ class PredictorCorrector(AbstractStepSampler):
           their typical values (see the module notes).
         """
         if not isinstance(predictor, AbstractStepSampler):
-            raise ValueError(f"`predictor` must be a step sampler (ReverseSDE(), DDPM(), ...), got {type(predictor).__name__}")
+            raise ValueError(
+                f"`predictor` must be a step sampler (ReverseSDE(), DDPM(), ...), "
+                f"got {type(predictor).__name__}"
+            )
         if isinstance(predictor, ReverseSDE) and predictor.solver is not None:
             raise ValueError("`predictor` must be ReverseSDE() with solver=None (a one-step map)")
         if not isinstance(n_corrector, int) or isinstance(n_corrector, bool) or n_corrector < 0:

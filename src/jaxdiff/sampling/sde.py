@@ -62,7 +62,7 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
     """
 
     key: PRNGKeyArray
-    taus: Float[Array, " K+1"]
+    taus: Float[Array, " times"]
     shape: tuple[int, ...] = eqx.field(static=True)
     levy_area: type[diffrax.BrownianIncrement | diffrax.SpaceTimeLevyArea] = eqx.field(static=True)
 
