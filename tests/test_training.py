@@ -55,7 +55,7 @@ def test_trained_mlp_matches_exact_score_and_law():
     loss = jd.DSMLoss(jd.EDMWeighting(1.0), jd.LogNormalTime(-1.0, 1.4), 1e-3)
     trained, log = jd.train(score, MIX, PROCESS, key=jax.random.PRNGKey(1), steps=1500, batch_size=256,
                             optimizer=optax.adam(3e-3), loss=loss, log_every=250, progress=False,
-                            fuse_steps=True, return_log=True)
+                            return_log=True)
     assert log.loss.shape == (1500,) and log.loss[-100:].mean() < log.loss[:100].mean()
     exact = jd.ExactScore(PROCESS, MIX)
     # sigma^2-weighted Fisher divergence over t ~ U[1e-3, T] (the untrained net is at about 2.4)
@@ -89,10 +89,11 @@ def test_resume_is_bit_exact(resumed):
     full, full_log, res, res_log, path = resumed
     _assert_bit_equal(full, res)
     np.testing.assert_array_equal(full_log.loss, res_log.loss)
-    # the fused chunks (one lax.scan each) compute the same steps, up to float rounding
-    fused, fused_log = _train(_tiny_score(), 40, fuse_steps=True, return_log=True)
-    np.testing.assert_allclose(fused_log.loss, full_log.loss, rtol=1e-10)
-    for a, b in zip(_leaves(fused), _leaves(full)):
+    # one dispatch per step (the default for convolutional nets) computes the same steps as the
+    # fused chunks (one lax.scan each, the default here), up to float rounding
+    stepwise, stepwise_log = _train(_tiny_score(), 40, fuse_steps=False, return_log=True)
+    np.testing.assert_allclose(stepwise_log.loss, full_log.loss, rtol=1e-10)
+    for a, b in zip(_leaves(stepwise), _leaves(full)):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
     assert jd.training.read_checkpoint_meta(path)["step"] == 40
     # training did something: the loss fell
@@ -213,6 +214,13 @@ def test_toy_data_geometry():
     np.testing.assert_array_equal(jd.data.two_moons(key, 10), jd.data.two_moons(key, 1000)[:10])
     with pytest.raises(ValueError, match="n"):
         jd.data.rings(key, 0)
+
+
+def test_fuse_steps_default_follows_the_network():
+    assert not jd.training._has_conv(_tiny_score())
+    conv_model = (eqx.nn.Conv2d(1, 1, 3, key=jax.random.PRNGKey(0)), _tiny_score().model)
+    assert jd.training._has_conv(jd.NetworkScore(lambda c, x: x, PROCESS)) is False
+    assert jd.training._has_conv(conv_model)
 
 
 def test_digits():

@@ -10,9 +10,9 @@ $$m_k = \beta m_{k-1} + (1-\beta)\theta_k,\quad m_0 = 0,\qquad \bar\theta_k = m_
 a weighted mean of the iterates with weights $\propto\beta^{k-j}$ (so short runs are not
 dragged back to the initial weights).
 
-Steps run in chunks of `log_every` (one compiled step per dispatch, or with `fuse_steps=True`
-one `lax.scan` per chunk) with one host sync per chunk; the progress bar, the NaN check and
-checkpoints happen between chunks.
+Steps run in chunks of `log_every` (one `lax.scan` per chunk, or one compiled step per
+dispatch for convolutional networks, see `fuse_steps`) with one host sync per chunk; the
+progress bar, the NaN check and checkpoints happen between chunks.
 
 **Data parallelism.** The minibatch is sharded along its first axis over a 1-D
 `jax.sharding.Mesh` of `devices` (all local devices by default) and the weights are
@@ -171,6 +171,11 @@ def _run_chunk(state, frozen, data, key, *, n_steps, fuse, **config):
     return state, jnp.stack(values)
 
 
+def _has_conv(tree) -> bool:
+    is_conv = lambda x: isinstance(x, eqx.nn.Conv)
+    return any(is_conv(x) for x in jax.tree.leaves(tree, is_leaf=is_conv))
+
+
 def _check_positive_int(name, v):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
@@ -193,7 +198,7 @@ def train(
     log_every: int = 100,
     progress: bool = True,
     devices: list | None = None,
-    fuse_steps: bool = False,
+    fuse_steps: bool | None = None,
     return_log: bool = False,
 ) -> AbstractScore | tuple[AbstractScore, TrainLog]:
     """Train the arrays of `score` (not those of its process) by minimising `loss` on `data`.
@@ -217,10 +222,11 @@ def train(
     - `log_every`: steps per compiled chunk (progress bar, NaN check).
     - `progress`: show a tqdm progress bar.
     - `devices`: devices for data parallelism (default: all local devices).
-    - `fuse_steps`: run each chunk of `log_every` steps as one `lax.scan` (one dispatch per
-      chunk). Faster for small networks (1.9x for the benchmark MLP on a CPU), but XLA:CPU
-      runs convolutions inside loops far slower (the U-Net: 40x), so it is off by default:
-      one compiled step per dispatch, without host syncs inside a chunk.
+    - `fuse_steps`: `True` runs each chunk of `log_every` steps as one `lax.scan` (one
+      dispatch per chunk: 1.9x faster for the benchmark MLP on a CPU); `False` dispatches one
+      compiled step at a time (no host sync inside a chunk either). XLA:CPU runs convolutions
+      inside a loop far slower (the benchmark U-Net: 40x), so the default `None` fuses unless
+      the score contains an `equinox.nn.Conv` layer.
     - `return_log`: also return a `TrainLog` (per-step losses, wall time, last iterate).
 
     **Returns:** the trained score with the EMA weights (and the `TrainLog` if asked).
@@ -256,6 +262,8 @@ def train(
     replicated = NamedSharding(mesh, PartitionSpec())
     sharding = NamedSharding(mesh, PartitionSpec("batch"))
 
+    if fuse_steps is None:
+        fuse_steps = not _has_conv(score)
     params, frozen = eqx.partition(score, _trainable_spec(score))
     zeros = jax.tree.map(jnp.zeros_like, params)
     state = _State(params, optimizer.init(params), zeros, jnp.zeros((), jnp.int32))
