@@ -27,12 +27,36 @@ from jaxdiff.reproduce import fit_power_law, make_row, profile_sizes, save_figur
 
 NAME = "collapse_time"
 PROFILES = {
-    "tiny": {"dims": (4, 8), "ns": (32, 128), "n_samples": 128, "n_times": 24, "std": 1.0,
-             "path_dim": 8, "n_paths": 64, "steps": 100},
-    "quick": {"dims": (2, 4, 8, 16), "ns": (64, 256, 1024), "n_samples": 256, "n_times": 40, "std": 1.0,
-              "path_dim": 8, "n_paths": 256, "steps": 200},
-    "full": {"dims": (2, 4, 8, 16, 32, 64), "ns": (64, 256, 1024, 4096, 16384), "n_samples": 2048,
-             "n_times": 80, "std": 1.0, "path_dim": 16, "n_paths": 2048, "steps": 1000},
+    "tiny": {
+        "dims": (4, 8),
+        "ns": (32, 128),
+        "n_samples": 128,
+        "n_times": 24,
+        "std": 1.0,
+        "path_dim": 8,
+        "n_paths": 64,
+        "steps": 100,
+    },
+    "quick": {
+        "dims": (2, 4, 8, 16),
+        "ns": (64, 256, 1024),
+        "n_samples": 256,
+        "n_times": 40,
+        "std": 1.0,
+        "path_dim": 8,
+        "n_paths": 256,
+        "steps": 200,
+    },
+    "full": {
+        "dims": (2, 4, 8, 16, 32, 64),
+        "ns": (64, 256, 1024, 4096, 16384),
+        "n_samples": 2048,
+        "n_times": 80,
+        "std": 1.0,
+        "path_dim": 16,
+        "n_paths": 2048,
+        "steps": 1000,
+    },
 }
 RATIO_BAND = (0.5, 2.0)
 MIN_RANK_CORRELATION = 0.9
@@ -86,8 +110,16 @@ def _trajectory_commitment(points, key, n_paths, steps, t_end):
     process = jd.OU()
     law = jd.PointCloud(points)
     score = jd.ExactScore(process, law)
-    ts, xs = jd.sample(key, score, process, (n_paths, points.shape[1]), steps=steps, t_end=t_end,
-                       grid=jd.LogSNRGrid(), trajectory=True)
+    ts, xs = jd.sample(
+        key,
+        score,
+        process,
+        (n_paths, points.shape[1]),
+        steps=steps,
+        t_end=t_end,
+        grid=jd.LogSNRGrid(),
+        trajectory=True,
+    )
     land = jd.metrics.nearest_neighbours(xs[-1], points, 1)[1][:, 0]
 
     def weight_of_landing(t, x):
@@ -134,11 +166,18 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     for j in path_cases:
         d, n = cases[j]
         points = std * np.random.default_rng([key, j]).standard_normal((n, d))  # the same points as above
-        commit = _trajectory_commitment(jnp.asarray(points), jax.random.fold_in(base, 20_000 + j), int(cfg["n_paths"]),
-                                        int(cfg["steps"]), jnp.asarray(t_c[j] / 50))
+        commit = _trajectory_commitment(
+            jnp.asarray(points),
+            jax.random.fold_in(base, 20_000 + j),
+            int(cfg["n_paths"]),
+            int(cfg["steps"]),
+            jnp.asarray(t_c[j] / 50),
+        )
         t_commit.append(float(np.nanmedian(commit)))
     path_ratio = np.array(t_commit) / t_c[path_cases]
-    paths_ok = bool(path_cases) and bool(np.all((path_ratio >= RATIO_BAND[0]) & (path_ratio <= RATIO_BAND[1])))
+    paths_ok = bool(path_cases) and bool(
+        np.all((path_ratio >= RATIO_BAND[0]) & (path_ratio <= RATIO_BAND[1]))
+    )
 
     # --- figures -------------------------------------------------------------------------
     import matplotlib.pyplot as plt
@@ -162,12 +201,23 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     fig, ax = plt.subplots(figsize=(5, 4.5))
     lo, hi = min(t_c.min(), np.nanmin(t_star)) / 1.5, max(t_c.max(), np.nanmax(t_star)) * 1.5
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="prediction $t^* = t_C$")
-    ax.fill_between([lo, hi], [lo * RATIO_BAND[0], hi * RATIO_BAND[0]], [lo * RATIO_BAND[1], hi * RATIO_BAND[1]],
-                    color="0.9", label=f"tolerance band x{RATIO_BAND[0]}..x{RATIO_BAND[1]}")
+    ax.fill_between(
+        [lo, hi],
+        [lo * RATIO_BAND[0], hi * RATIO_BAND[0]],
+        [lo * RATIO_BAND[1], hi * RATIO_BAND[1]],
+        color="0.9",
+        label=f"tolerance band x{RATIO_BAND[0]}..x{RATIO_BAND[1]}",
+    )
     for d in cfg["dims"]:
         sel = [j for j, (dd, _) in enumerate(cases) if dd == d]
         ax.plot(t_c[sel], t_star[sel], "o-", label=f"d={d}: participation = 1/2 (N grows to the left)")
-    ax.plot(t_c[path_cases], t_commit, "k*", ms=9, label=f"d={cfg['path_dim']}: median commitment of reverse-SDE paths")
+    ax.plot(
+        t_c[path_cases],
+        t_commit,
+        "k*",
+        ms=9,
+        label=f"d={cfg['path_dim']}: median commitment of reverse-SDE paths",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"predicted collapse time $t_C$")
@@ -178,8 +228,10 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     details = {
         "criterion": f"t*/t_C in {list(RATIO_BAND)} for every (N, d) and Spearman rank correlation >= "
         f"{MIN_RANK_CORRELATION}",
-        "cases": [{"d": d, "N": n, "t_C": float(t_c[j]), "t_star": float(t_star[j]), "ratio": float(ratio[j])}
-                  for j, (d, n) in enumerate(cases)],
+        "cases": [
+            {"d": d, "N": n, "t_C": float(t_c[j]), "t_star": float(t_star[j]), "ratio": float(ratio[j])}
+            for j, (d, n) in enumerate(cases)
+        ],
         "spearman": rho,
         "loglog_slope_t_star_vs_t_C": slope,
         "times": ts,
@@ -199,16 +251,23 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         ),
         make_row(
             "collapse_time_paths",
-            f"Simulated reverse-SDE paths (exact score, d = {cfg['path_dim']}) commit to their landing point at t_C",
+            f"Simulated reverse-SDE paths (exact score, d = {cfg['path_dim']}) commit to their "
+            f"landing point at t_C",
             f"median commitment time / t_C in [{RATIO_BAND[0]}, {RATIO_BAND[1]}]",
             ", ".join(f"N={cases[j][1]}: {r:.2f}" for j, r in zip(path_cases, path_ratio)),
             paths_ok,
             [fig_scatter],
-            {"criterion": "for each N, the median over paths of the last time below which the posterior weight of "
-                          f"the path's landing point stays > 1/2, divided by t_C, lies in {list(RATIO_BAND)}",
-             "median_commitment": t_commit, "t_C": t_c[path_cases], "ratio": path_ratio,
-             "sampler": "jd.ReverseSDE, jd.LogSNRGrid, t_end = t_C / 50", "n_paths": cfg["n_paths"],
-             "steps": cfg["steps"]},
+            {
+                "criterion": "for each N, the median over paths of the last time below which the "
+                "posterior weight of "
+                f"the path's landing point stays > 1/2, divided by t_C, lies in {list(RATIO_BAND)}",
+                "median_commitment": t_commit,
+                "t_C": t_c[path_cases],
+                "ratio": path_ratio,
+                "sampler": "jd.ReverseSDE, jd.LogSNRGrid, t_end = t_C / 50",
+                "n_paths": cfg["n_paths"],
+                "steps": cfg["steps"],
+            },
         ),
     ]
     write_json(out_dir, NAME, rows)

@@ -32,11 +32,27 @@ from jaxdiff.reproduce import fit_power_law, make_row, profile_sizes, save_figur
 
 NAME = "explicit_solution"
 PROFILES = {
-    "tiny": {"n_paths": 1500, "bridge_steps": 200, "n_gauss": 10_000, "dim": 8, "steps_list": (8, 16, 32, 64)},
-    "quick": {"n_paths": 8000, "bridge_steps": 800, "n_gauss": 20_000, "dim": 8,
-              "steps_list": (8, 16, 32, 64, 128)},
-    "full": {"n_paths": 200_000, "bridge_steps": 4000, "n_gauss": 500_000, "dim": 8,
-             "steps_list": (8, 16, 32, 64, 128, 256, 512, 1024)},
+    "tiny": {
+        "n_paths": 1500,
+        "bridge_steps": 200,
+        "n_gauss": 10_000,
+        "dim": 8,
+        "steps_list": (8, 16, 32, 64),
+    },
+    "quick": {
+        "n_paths": 8000,
+        "bridge_steps": 800,
+        "n_gauss": 20_000,
+        "dim": 8,
+        "steps_list": (8, 16, 32, 64, 128),
+    },
+    "full": {
+        "n_paths": 200_000,
+        "bridge_steps": 4000,
+        "n_gauss": 500_000,
+        "dim": 8,
+        "steps_list": (8, 16, 32, 64, 128, 256, 512, 1024),
+    },
 }
 T = 2.0
 T_END = 1e-3
@@ -66,7 +82,11 @@ def _ddpm_posterior_ho(t, s):
     ab_t, ab_s = np.exp(-2 * t), np.exp(-2 * s)
     a_k = ab_t / ab_s
     beta = 1 - a_k
-    return np.sqrt(a_k) * (1 - ab_s) / (1 - ab_t), np.sqrt(ab_s) * beta / (1 - ab_t), (1 - ab_s) / (1 - ab_t) * beta
+    return (
+        np.sqrt(a_k) * (1 - ab_s) / (1 - ab_t),
+        np.sqrt(ab_s) * beta / (1 - ab_t),
+        (1 - ab_s) / (1 - ab_t) * beta,
+    )
 
 
 def _ddpm_posterior_sinh(t, s):
@@ -94,9 +114,18 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     start = jnp.asarray(np.tile(Y0, (n, 1)))
 
     # --- 1. reverse-SDE paths against the bridge ------------------------------------------
-    ts, xs = jd.sample(jax.random.fold_in(base, 1), point_score, process, (n, 2), sampler=jd.ReverseSDE(),
-                       steps=int(cfg["bridge_steps"]), t_end=T_END, grid=jd.LogSNRGrid(), x_init=start,
-                       trajectory=True)
+    ts, xs = jd.sample(
+        jax.random.fold_in(base, 1),
+        point_score,
+        process,
+        (n, 2),
+        sampler=jd.ReverseSDE(),
+        steps=int(cfg["bridge_steps"]),
+        t_end=T_END,
+        grid=jd.LogSNRGrid(),
+        x_init=start,
+        trajectory=True,
+    )
     ts, xs = np.asarray(ts)[1:], np.asarray(xs)[1:]  # the start is deterministic
     mean, var = bridge_law(ts)
     zm, zv, v_sim = _z_scores(xs, mean, var, n)
@@ -108,13 +137,24 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     tt, ss = tt[keep], ss[keep]
     ho = np.stack(_ddpm_posterior_ho(tt, ss))
     sinh = np.stack(_ddpm_posterior_sinh(tt, ss))
-    c_t, c_0, std = jax.vmap(lambda t, s: jd.sampling.bridge_coefficients(process, t, s))(jnp.asarray(tt),
-                                                                                           jnp.asarray(ss))
+    c_t, c_0, std = jax.vmap(lambda t, s: jd.sampling.bridge_coefficients(process, t, s))(
+        jnp.asarray(tt), jnp.asarray(ss)
+    )
     lib = np.stack([np.asarray(c_t), np.asarray(c_0), np.asarray(std) ** 2])
     rel = lambda a, b: float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))  # noqa: E731
     identity_err = max(rel(ho, sinh), rel(lib, sinh))
-    ts4, xs4 = jd.sample(jax.random.fold_in(base, 2), point_score, process, (n, 2), sampler=jd.DDPM(),
-                         steps=DDPM_STEPS, t_end=T_END, grid=jd.LogSNRGrid(), x_init=start, trajectory=True)
+    ts4, xs4 = jd.sample(
+        jax.random.fold_in(base, 2),
+        point_score,
+        process,
+        (n, 2),
+        sampler=jd.DDPM(),
+        steps=DDPM_STEPS,
+        t_end=T_END,
+        grid=jd.LogSNRGrid(),
+        x_init=start,
+        trajectory=True,
+    )
     ts4, xs4 = np.asarray(ts4)[1:], np.asarray(xs4)[1:]
     mean4, var4 = bridge_law(ts4)
     zm4, zv4, v4 = _z_scores(xs4, mean4, var4, n)
@@ -132,16 +172,22 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     se_var = S(GAUSS_T_END) * np.sqrt(2.0 / (d * (ng - 1)))
     for i, K in enumerate(steps_list):
         common = dict(steps=K, t_end=GAUSS_T_END, grid=jd.LogSNRGrid(), x_init=jnp.asarray(y))
-        x = np.asarray(jd.sample(jax.random.fold_in(base, 10 + i), gscore, process, (ng, d), sampler=jd.DDIM(),
-                                 **common))
+        x = np.asarray(
+            jd.sample(jax.random.fold_in(base, 10 + i), gscore, process, (ng, d), sampler=jd.DDIM(), **common)
+        )
         err_ddim.append(float(np.mean(np.abs(x - flow))))
-        x = np.asarray(jd.sample(jax.random.fold_in(base, 100 + i), gscore, process, (ng, d), sampler=jd.DDPM(),
-                                 **common))
+        x = np.asarray(
+            jd.sample(
+                jax.random.fold_in(base, 100 + i), gscore, process, (ng, d), sampler=jd.DDPM(), **common
+            )
+        )
         err_ddpm.append(float(abs(x.var(0, ddof=1).mean() - S(GAUSS_T_END))))
     slope_ddim, c_ddim = fit_power_law(steps_list, err_ddim)
     resolved = [k for k, e in zip(steps_list, err_ddpm) if e > 4 * se_var]  # above the Monte Carlo noise
     if len(resolved) >= 2:
-        slope_ddpm, c_ddpm = fit_power_law(resolved, [e for k, e in zip(steps_list, err_ddpm) if k in resolved])
+        slope_ddpm, c_ddpm = fit_power_law(
+            resolved, [e for k, e in zip(steps_list, err_ddpm) if k in resolved]
+        )
     else:
         slope_ddpm, c_ddpm = float("nan"), float("nan")
     ddim_ok = abs(slope_ddim + 1) <= SLOPE_TOL
@@ -156,8 +202,23 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     every = max(1, len(ts) // 40)
     for c, col in zip(range(2), ("tab:blue", "tab:orange")):
         a1.plot(grid, gm[:, c], color=col, lw=1.5, label=f"bridge mean, coordinate {c + 1} (prediction)")
-        a1.plot(ts[::every], xs.mean(1)[::every, c], "o", ms=3, color=col, label=f"reverse SDE mean, coord. {c + 1}")
-        a1.plot(ts4, xs4.mean(1)[:, c], "s", ms=6, mfc="none", color=col, label=f"DDPM {DDPM_STEPS} steps, coord. {c + 1}")
+        a1.plot(
+            ts[::every],
+            xs.mean(1)[::every, c],
+            "o",
+            ms=3,
+            color=col,
+            label=f"reverse SDE mean, coord. {c + 1}",
+        )
+        a1.plot(
+            ts4,
+            xs4.mean(1)[:, c],
+            "s",
+            ms=6,
+            mfc="none",
+            color=col,
+            label=f"DDPM {DDPM_STEPS} steps, coord. {c + 1}",
+        )
     a1.set_xscale("log")
     a1.set_xlabel("time t (OU units; the path runs from T = 2 down to t_end)")
     a1.set_ylabel("mean of $Y_t$")
@@ -179,7 +240,9 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     ax.loglog(ks, err_ddpm, "s", color="tab:red", label=f"DDPM: |variance error|, slope {slope_ddpm:.2f}")
     if np.isfinite(slope_ddpm):
         ax.loglog(ks, c_ddpm * ks**slope_ddpm, "-", color="tab:red", lw=0.8)
-    ax.loglog(ks, err_ddim[0] * (ks / ks[0]) ** -1.0, "k--", lw=0.8, label="prediction: slope -1 (first order)")
+    ax.loglog(
+        ks, err_ddim[0] * (ks / ks[0]) ** -1.0, "k--", lw=0.8, label="prediction: slope -1 (first order)"
+    )
     ax.axhline(4 * se_var, color="0.6", ls=":", label="Monte Carlo resolution of the DDPM variance (4 SE)")
     ax.set_xlabel("number of steps K (log-SNR grid)")
     ax.set_ylabel("error at t_end")
@@ -191,14 +254,21 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     rows = [
         make_row(
             "explicit_bridge_paths",
-            "Reverse-SDE paths from a fixed y0 with data delta_x0 follow the closed-form OU bridge (mean, variance)",
+            "Reverse-SDE paths from a fixed y0 with data delta_x0 follow the closed-form OU bridge "
+            "(mean, variance)",
             f"|z| <= {Z_MAX} at every time",
             f"max |z|: mean {np.abs(zm).max():.2f}, variance {np.abs(zv).max():.2f}",
             paths_ok,
             [fig_bridge],
-            {"criterion": f"z-scores of the sample mean and pooled variance against the bridge at all "
-                          f"{len(ts)} grid times within {Z_MAX}", "sampler": "jd.ReverseSDE, jd.LogSNRGrid",
-             "times": ts, "z_mean": zm, "z_var": zv, **base_details},
+            {
+                "criterion": f"z-scores of the sample mean and pooled variance against the bridge at all "
+                f"{len(ts)} grid times within {Z_MAX}",
+                "sampler": "jd.ReverseSDE, jd.LogSNRGrid",
+                "times": ts,
+                "z_mean": zm,
+                "z_var": zv,
+                **base_details,
+            },
         ),
         make_row(
             "explicit_ddpm_posterior",
@@ -207,9 +277,13 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             f"max relative difference {identity_err:.1e}",
             identity_err <= IDENTITY_TOL,
             [fig_bridge],
-            {"criterion": f"Ho et al.'s q(x_(k-1) | x_k, x0), THEORY's sinh form and jd.sampling.bridge_coefficients "
-                          f"agree to {IDENTITY_TOL} (relative) on {tt.size} (t, s) pairs",
-             "max_relative_difference": identity_err, **base_details},
+            {
+                "criterion": f"Ho et al.'s q(x_(k-1) | x_k, x0), THEORY's sinh form and "
+                "jd.sampling.bridge_coefficients "
+                f"agree to {IDENTITY_TOL} (relative) on {tt.size} (t, s) pairs",
+                "max_relative_difference": identity_err,
+                **base_details,
+            },
         ),
         make_row(
             "explicit_ddpm_exact",
@@ -218,8 +292,14 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             f"max |z|: mean {np.abs(zm4).max():.2f}, variance {np.abs(zv4).max():.2f}",
             ddpm_exact_ok,
             [fig_bridge],
-            {"criterion": f"z-scores of jd.DDPM ({DDPM_STEPS} log-SNR steps) against the bridge within {Z_MAX}",
-             "times": ts4, "z_mean": zm4, "z_var": zv4, **base_details},
+            {
+                "criterion": f"z-scores of jd.DDPM ({DDPM_STEPS} log-SNR steps) against the bridge "
+                f"within {Z_MAX}",
+                "times": ts4,
+                "z_mean": zm4,
+                "z_var": zv4,
+                **base_details,
+            },
         ),
         make_row(
             "explicit_ddim_order",
@@ -228,8 +308,14 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             round(slope_ddim, 3),
             ddim_ok,
             [fig_order],
-            {"criterion": f"|fitted log-log slope + 1| <= {SLOPE_TOL}", "steps": steps_list, "errors": err_ddim,
-             "data": f"N({GAUSS_MEAN}, {GAUSS_VAR} I_{d})", "t_end": GAUSS_T_END, "config": cfg},
+            {
+                "criterion": f"|fitted log-log slope + 1| <= {SLOPE_TOL}",
+                "steps": steps_list,
+                "errors": err_ddim,
+                "data": f"N({GAUSS_MEAN}, {GAUSS_VAR} I_{d})",
+                "t_end": GAUSS_T_END,
+                "config": cfg,
+            },
         ),
         make_row(
             "explicit_ddpm_order",
@@ -238,9 +324,16 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             round(slope_ddpm, 3) if np.isfinite(slope_ddpm) else "unresolved",
             ddpm_ok,
             [fig_order],
-            {"criterion": f"|fitted log-log slope + 1| <= {SLOPE_TOL}, fitted on step counts whose error exceeds "
-                          "4 Monte Carlo standard errors", "steps": steps_list, "errors": err_ddpm,
-             "fitted_steps": resolved, "monte_carlo_se": se_var, "config": cfg},
+            {
+                "criterion": f"|fitted log-log slope + 1| <= {SLOPE_TOL}, fitted on step counts "
+                "whose error exceeds "
+                "4 Monte Carlo standard errors",
+                "steps": steps_list,
+                "errors": err_ddpm,
+                "fitted_steps": resolved,
+                "monte_carlo_se": se_var,
+                "config": cfg,
+            },
         ),
     ]
     write_json(out_dir, NAME, rows)

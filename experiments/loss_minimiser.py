@@ -38,12 +38,33 @@ from jaxdiff.reproduce import make_row, profile_sizes, save_figure, standalone, 
 
 NAME = "loss_minimiser"
 PROFILES = {
-    "tiny": {"n_eval": 20_000, "n_points": 32, "width": 32, "depth": 1, "stages": (0, 100, 400), "batch": 128,
-             "n_eval_cloud": 4000},
-    "quick": {"n_eval": 200_000, "n_points": 64, "width": 64, "depth": 2, "stages": (0, 250, 1000, 3000),
-              "batch": 256, "n_eval_cloud": 20_000},
-    "full": {"n_eval": 2_000_000, "n_points": 256, "width": 256, "depth": 3,
-             "stages": (0, 1000, 5000, 20_000, 100_000), "batch": 1024, "n_eval_cloud": 200_000},
+    "tiny": {
+        "n_eval": 20_000,
+        "n_points": 32,
+        "width": 32,
+        "depth": 1,
+        "stages": (0, 100, 400),
+        "batch": 128,
+        "n_eval_cloud": 4000,
+    },
+    "quick": {
+        "n_eval": 200_000,
+        "n_points": 64,
+        "width": 64,
+        "depth": 2,
+        "stages": (0, 250, 1000, 3000),
+        "batch": 256,
+        "n_eval_cloud": 20_000,
+    },
+    "full": {
+        "n_eval": 2_000_000,
+        "n_points": 256,
+        "width": 256,
+        "depth": 3,
+        "stages": (0, 1000, 5000, 20_000, 100_000),
+        "batch": 1024,
+        "n_eval_cloud": 200_000,
+    },
 }
 T, T_MIN, DIM, VAR = 5.0, 1e-3, 2, 0.5
 N_SE = 4.0
@@ -90,8 +111,14 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     measured, se = _mean_se(jd.dsm_loss(exact, process, x0, key=k_loss, **loss_kw))
     floor_ok = abs(measured - floor) <= N_SE * se
     # same draws for every eps: the differences are exact quadratics up to Monte Carlo error
-    curve = [float(jnp.mean(jd.dsm_loss(_Perturbed(process, exact, jnp.asarray(e)), process, x0, key=k_loss,
-                                        **loss_kw))) for e in EPS]
+    curve = [
+        float(
+            jnp.mean(
+                jd.dsm_loss(_Perturbed(process, exact, jnp.asarray(e)), process, x0, key=k_loss, **loss_kw)
+            )
+        )
+        for e in EPS
+    ]
     a2, a1, a0 = np.polyfit(EPS, curve, 2)
     vertex = -a1 / (2 * a2)
     vertex_ok = bool(a2 > 0 and abs(vertex) <= VERTEX_TOL)
@@ -111,8 +138,10 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     cloud_floor, cloud_floor_se = _mean_se(floor_terms)
     cloud_ok = abs(cloud_loss - cloud_floor) <= N_SE * np.hypot(cloud_se, cloud_floor_se)
 
-    net = jd.NetworkScore(jd.nn.MLP(2, key=jax.random.fold_in(base, 7), width=int(cfg["width"]),
-                                    depth=int(cfg["depth"])), process)
+    net = jd.NetworkScore(
+        jd.nn.MLP(2, key=jax.random.fold_in(base, 7), width=int(cfg["width"]), depth=int(cfg["depth"])),
+        process,
+    )
     optimizer = optax.adam(2e-3)
     stages = [int(s) for s in cfg["stages"]]
     excess, excess_se, losses, fisher, fisher_se = [], [], [], [], []
@@ -121,9 +150,19 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         trained = net
         for steps in stages:
             if steps > 0:  # resume from the checkpoint: the stages are one uninterrupted run
-                trained = jd.train(net, points, process, key=jax.random.fold_in(base, 8), steps=steps,
-                                   batch_size=int(cfg["batch"]), optimizer=optimizer, ema=0.99,
-                                   loss=jd.DSMLoss(t_min=T_MIN), checkpoint=ckpt, progress=False)
+                trained = jd.train(
+                    net,
+                    points,
+                    process,
+                    key=jax.random.fold_in(base, 8),
+                    steps=steps,
+                    batch_size=int(cfg["batch"]),
+                    optimizer=optimizer,
+                    ema=0.99,
+                    loss=jd.DSMLoss(t_min=T_MIN),
+                    checkpoint=ckpt,
+                    progress=False,
+                )
             terms = jd.dsm_loss(trained, process, xc, key=k_a, **loss_kw)
             m, s = _mean_se(terms - exact_terms)  # same draws as the exact score's loss: low variance
             excess.append(m)
@@ -133,10 +172,12 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             fisher.append(m)
             fisher_se.append(s)
     above = all(e >= -3 * s for e, s in zip(excess, excess_se))
-    falling = excess[-1] < 0.5 * excess[0] and all(b <= a + 3 * s for a, b, s in zip(excess, excess[1:],
-                                                                                        excess_se[1:]))
-    decomposes = all(abs(e - f) <= N_SE * np.hypot(se, fs) for e, f, se, fs in zip(excess, fisher, excess_se,
-                                                                                     fisher_se))
+    falling = excess[-1] < 0.5 * excess[0] and all(
+        b <= a + 3 * s for a, b, s in zip(excess, excess[1:], excess_se[1:])
+    )
+    decomposes = all(
+        abs(e - f) <= N_SE * np.hypot(se, fs) for e, f, se, fs in zip(excess, fisher, excess_se, fisher_se)
+    )
     net_ok = above and falling and decomposes
 
     # --- figures -------------------------------------------------------------------------
@@ -147,8 +188,15 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     eg = np.linspace(min(EPS), max(EPS), 100)
     ax.plot(EPS, curve, "o", label=r"DSM loss of $s^* - \epsilon x$ (Monte Carlo)")
     ax.plot(eg, a2 * eg**2 + a1 * eg + a0, "-", lw=0.8, label=f"fitted parabola, vertex {vertex:+.3f}")
-    ax.errorbar([0.0], [measured], yerr=[2 * se], fmt="none", ecolor="tab:red", capsize=4,
-                label=r"exact score: $\pm$ 2 SE")
+    ax.errorbar(
+        [0.0],
+        [measured],
+        yerr=[2 * se],
+        fmt="none",
+        ecolor="tab:red",
+        capsize=4,
+        label=r"exact score: $\pm$ 2 SE",
+    )
     ax.axhline(floor, color="k", ls="--", label=f"closed-form floor F = {floor:.4f}")
     ax.set_xlabel(r"perturbation $\epsilon$ of the exact score")
     ax.set_ylabel(r"DSM loss ($\lambda = \sigma^2$, $t \sim U[t_{min}, T]$)")
@@ -167,10 +215,22 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     ax.set_title(f"two moons, N = {N} training points", fontsize=9)
     ax.legend(fontsize=7)
     ax = axes[2]
-    ax.errorbar(st_plot, np.maximum(excess, 1e-12), yerr=2 * np.array(excess_se), fmt="s-", capsize=3,
-                label=r"excess loss $L(s_\theta) - L(s^*)$, paired ($\pm$ 2 SE)")
-    ax.plot(st_plot, fisher, "x", ms=9, color="tab:red",
-            label=r"prediction: score error E $\lambda |s_\theta - s^*|^2$")
+    ax.errorbar(
+        st_plot,
+        np.maximum(excess, 1e-12),
+        yerr=2 * np.array(excess_se),
+        fmt="s-",
+        capsize=3,
+        label=r"excess loss $L(s_\theta) - L(s^*)$, paired ($\pm$ 2 SE)",
+    )
+    ax.plot(
+        st_plot,
+        fisher,
+        "x",
+        ms=9,
+        color="tab:red",
+        label=r"prediction: score error E $\lambda |s_\theta - s^*|^2$",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training steps (0 plotted at 1)")
@@ -186,8 +246,16 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             f"{measured:.6f} +- {se:.1e}",
             floor_ok,
             [fig_name],
-            {"criterion": f"|loss - F| <= {N_SE} SE, {cfg['n_eval']} Monte Carlo draws", "floor": floor,
-             "loss": measured, "se": se, "d": DIM, "c": VAR, "T": T, "t_min": T_MIN},
+            {
+                "criterion": f"|loss - F| <= {N_SE} SE, {cfg['n_eval']} Monte Carlo draws",
+                "floor": floor,
+                "loss": measured,
+                "se": se,
+                "d": DIM,
+                "c": VAR,
+                "T": T,
+                "t_min": T_MIN,
+            },
         ),
         make_row(
             "loss_unique_minimiser",
@@ -211,15 +279,27 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             "loss_network_from_above",
             "A trained network approaches the floor from above",
             "excess = score error > 0, falling with training",
-            "excess " + " -> ".join(f"{e:.2g}" for e in excess) + " (score error "
-            + " -> ".join(f"{f:.2g}" for f in fisher) + f") at steps {stages}",
+            "excess "
+            + " -> ".join(f"{e:.2g}" for e in excess)
+            + " (score error "
+            + " -> ".join(f"{f:.2g}" for f in fisher)
+            + f") at steps {stages}",
             net_ok,
             [fig_name],
-            {"criterion": "excess (network loss minus exact-score loss, same draws) >= -3 SE at every stage, "
-                          "non-increasing within 3 SE, final < half of initial, and within 4 combined SE of the "
-                          "weighted score error (jd.fisher_divergence)", "stages": stages, "excess": excess,
-             "excess_se": excess_se, "fisher": fisher, "fisher_se": fisher_se, "loss": losses,
-             "width": cfg["width"], "depth": cfg["depth"]},
+            {
+                "criterion": "excess (network loss minus exact-score loss, same draws) >= -3 SE at "
+                "every stage, "
+                "non-increasing within 3 SE, final < half of initial, and within 4 combined SE of the "
+                "weighted score error (jd.fisher_divergence)",
+                "stages": stages,
+                "excess": excess,
+                "excess_se": excess_se,
+                "fisher": fisher,
+                "fisher_se": fisher_se,
+                "loss": losses,
+                "width": cfg["width"],
+                "depth": cfg["depth"],
+            },
         ),
     ]
     write_json(out_dir, NAME, rows)

@@ -31,14 +31,33 @@ from jaxdiff.reproduce import make_row, profile_sizes, save_figure, standalone, 
 
 NAME = "memorisation"
 PROFILES = {
-    "tiny": {"dims": (2, 4), "ns": (16, 64), "n_samples": 256, "t_ends": (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
-             "steps": 160, "kde_t_end": 0.03, "n_permutations": 100},
-    "quick": {"dims": (2, 8), "ns": (16, 128, 1024), "n_samples": 512,
-              "t_ends": (1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0), "steps": 400,
-              "kde_t_end": 0.03, "n_permutations": 200},
-    "full": {"dims": (2, 8, 32), "ns": (16, 128, 1024, 8192), "n_samples": 4096,
-             "t_ends": tuple(np.geomspace(1e-6, 1.0, 19)), "steps": 2000, "kde_t_end": 0.03,
-             "n_permutations": 500},
+    "tiny": {
+        "dims": (2, 4),
+        "ns": (16, 64),
+        "n_samples": 256,
+        "t_ends": (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+        "steps": 160,
+        "kde_t_end": 0.03,
+        "n_permutations": 100,
+    },
+    "quick": {
+        "dims": (2, 8),
+        "ns": (16, 128, 1024),
+        "n_samples": 512,
+        "t_ends": (1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
+        "steps": 400,
+        "kde_t_end": 0.03,
+        "n_permutations": 200,
+    },
+    "full": {
+        "dims": (2, 8, 32),
+        "ns": (16, 128, 1024, 8192),
+        "n_samples": 4096,
+        "t_ends": tuple(np.geomspace(1e-6, 1.0, 19)),
+        "steps": 2000,
+        "kde_t_end": 0.03,
+        "n_permutations": 500,
+    },
 }
 COPY_FLOOR = 0.9  # copy fraction required at the smallest t_end
 N_SE = 4.0  # tolerance of the copy-fraction comparison, in standard errors
@@ -119,8 +138,9 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         points = jnp.asarray(rng.standard_normal((N, d)))
         ksample = jax.random.fold_in(base, j)
         score = jd.ExactScore(process, jd.PointCloud(points))
-        ts, xs = jd.sample(ksample, score, process, (n, d), sampler=jd.ReverseSDE(), grid=jnp.asarray(grid),
-                           trajectory=True)
+        ts, xs = jd.sample(
+            ksample, score, process, (n, d), sampler=jd.ReverseSDE(), grid=jnp.asarray(grid), trajectory=True
+        )
         ts = np.asarray(ts)
         rows_at = np.array([int(np.argmin(np.abs(ts - t))) for t in t_ends])
         t_kde = float(cfg["kde_t_end"])
@@ -130,20 +150,38 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         kde_at_ends = np.stack([_kde_draws(rng, pts, t, 4 * n) for t in t_ends])
         x_kde = _kde_draws(rng, pts, t_kde, n)
         cf_rev, cf_kde, observed, null, bw, lp_rev, lp_kde = _analyse(
-            points, xs[rows_at], jnp.asarray(kde_at_ends), x_rev, jnp.asarray(x_kde), jnp.asarray(t_kde),
-            jnp.asarray(perms))
+            points,
+            xs[rows_at],
+            jnp.asarray(kde_at_ends),
+            x_rev,
+            jnp.asarray(x_kde),
+            jnp.asarray(t_kde),
+            jnp.asarray(perms),
+        )
         cf_rev, cf_kde = [float(v) for v in cf_rev], [float(v) for v in cf_kde]
         p_mmd = float((1 + jnp.sum(null >= observed)) / (1 + null.shape[0]))
         lp_rev, lp_kde = np.asarray(lp_rev), np.asarray(lp_kde)
         z = (lp_rev.mean() - lp_kde.mean()) / np.sqrt(lp_rev.var(ddof=1) / n + lp_kde.var(ddof=1) / n)
-        results.append({
-            "d": d, "N": N, "copy_fraction_reverse": cf_rev, "copy_fraction_kde": cf_kde,
-            "mmd2": float(observed), "mmd_bandwidth": float(bw), "p_mmd": p_mmd,
-            "mean_log_kde_reverse": float(lp_rev.mean()), "mean_log_kde_kde": float(lp_kde.mean()),
-            "z_log_kde": float(z), "p_log_kde": _normal_two_sided_p(float(z)),
-            "x_rev": np.asarray(x_rev), "x_kde": np.asarray(x_kde), "points": np.asarray(points),
-            "lp_rev": lp_rev, "lp_kde": lp_kde,
-        })
+        results.append(
+            {
+                "d": d,
+                "N": N,
+                "copy_fraction_reverse": cf_rev,
+                "copy_fraction_kde": cf_kde,
+                "mmd2": float(observed),
+                "mmd_bandwidth": float(bw),
+                "p_mmd": p_mmd,
+                "mean_log_kde_reverse": float(lp_rev.mean()),
+                "mean_log_kde_kde": float(lp_kde.mean()),
+                "z_log_kde": float(z),
+                "p_log_kde": _normal_two_sided_p(float(z)),
+                "x_rev": np.asarray(x_rev),
+                "x_kde": np.asarray(x_kde),
+                "points": np.asarray(points),
+                "lp_rev": lp_rev,
+                "lp_kde": lp_kde,
+            }
+        )
 
     # --- criteria ------------------------------------------------------------------------
     n_kde = 4 * n
@@ -168,11 +206,26 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         for r in results:
             if r["d"] != d:
                 continue
-            se = np.sqrt(np.clip(np.array(r["copy_fraction_reverse"]) * (1 - np.array(r["copy_fraction_reverse"])),
-                                 1.0 / n, None) / n)
-            (line,) = ax.plot(t_ends, r["copy_fraction_kde"], "-", lw=1.2, label=f"N={r['N']}: KDE (prediction)")
-            ax.errorbar(t_ends, r["copy_fraction_reverse"], yerr=2 * se, fmt="o", ms=3.5, color=line.get_color(),
-                        label=f"N={r['N']}: reverse SDE")
+            se = np.sqrt(
+                np.clip(
+                    np.array(r["copy_fraction_reverse"]) * (1 - np.array(r["copy_fraction_reverse"])),
+                    1.0 / n,
+                    None,
+                )
+                / n
+            )
+            (line,) = ax.plot(
+                t_ends, r["copy_fraction_kde"], "-", lw=1.2, label=f"N={r['N']}: KDE (prediction)"
+            )
+            ax.errorbar(
+                t_ends,
+                r["copy_fraction_reverse"],
+                yerr=2 * se,
+                fmt="o",
+                ms=3.5,
+                color=line.get_color(),
+                label=f"N={r['N']}: reverse SDE",
+            )
         ax.set_xscale("log")
         ax.set_xlabel(r"stopping time $t_{end}$ (OU units)")
         ax.set_title(f"d = {d}", fontsize=9)
@@ -189,7 +242,9 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     a1.set_ylabel("$x_2$")
     a1.set_title(f"d={r2['d']}, N={r2['N']}, stopped at t_end={t_kde:g}", fontsize=9)
     a1.legend(fontsize=7)
-    bins = np.linspace(min(r2["lp_rev"].min(), r2["lp_kde"].min()), max(r2["lp_rev"].max(), r2["lp_kde"].max()), 40)
+    bins = np.linspace(
+        min(r2["lp_rev"].min(), r2["lp_kde"].min()), max(r2["lp_rev"].max(), r2["lp_kde"].max()), 40
+    )
     a2.hist(r2["lp_kde"], bins=bins, density=True, histtype="step", lw=1.5, label="KDE draws (prediction)")
     a2.hist(r2["lp_rev"], bins=bins, density=True, histtype="step", lw=1.5, label="reverse SDE")
     a2.set_xlabel(r"log KDE density $\log \hat p_{t_{end}}(x)$")
@@ -198,11 +253,18 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     a2.legend(fontsize=7)
     fig_kde = save_figure(fig, out_dir, f"{NAME}_kde.png")
 
-    cases_json = [{k: v for k, v in r.items() if k not in ("x_rev", "x_kde", "points", "lp_rev", "lp_kde")}
-                  for r in results]
-    common = {"t_ends": t_ends, "cases": cases_json, "steps": int(cfg["steps"]), "n_samples": n,
-              "sampler": "jd.ReverseSDE (Euler-Maruyama), geometric grid from T=5 containing every t_end",
-              "config": cfg}
+    cases_json = [
+        {k: v for k, v in r.items() if k not in ("x_rev", "x_kde", "points", "lp_rev", "lp_kde")}
+        for r in results
+    ]
+    common = {
+        "t_ends": t_ends,
+        "cases": cases_json,
+        "steps": int(cfg["steps"]),
+        "n_samples": n,
+        "sampler": "jd.ReverseSDE (Euler-Maruyama), geometric grid from T=5 containing every t_end",
+        "config": cfg,
+    }
     rows = [
         make_row(
             "memorisation_copies",
@@ -212,8 +274,12 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             f"min over (N, d): {min(smallest):.3f}",
             copies_ok,
             [fig_copies],
-            {"criterion": f"copy fraction of the reverse samples at the smallest t_end >= {COPY_FLOOR} for every "
-                          "(N, d)", "smallest_t_end_copy_fraction": smallest, **common},
+            {
+                "criterion": f"copy fraction of the reverse samples at the smallest t_end >= {COPY_FLOOR} "
+                "for every (N, d)",
+                "smallest_t_end_copy_fraction": smallest,
+                **common,
+            },
         ),
         make_row(
             "memorisation_copy_curve",
@@ -222,18 +288,27 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             f"largest gap {max(gaps):.3f}; largest gap/tolerance {max(ratios):.2f}",
             curve_ok,
             [fig_copies],
-            {"criterion": f"|reverse - KDE| <= {N_SE} binomial SE + {DISCRETISATION_ALLOWANCE} at every (N, d, "
-                          "t_end)", **common},
+            {
+                "criterion": f"|reverse - KDE| <= {N_SE} binomial SE + {DISCRETISATION_ALLOWANCE} "
+                "at every (N, d, "
+                "t_end)",
+                **common,
+            },
         ),
         make_row(
             "memorisation_kde",
-            f"Stopped at t_end = {t_kde:g} the exact reverse dynamics output the Gaussian KDE of the training set",
+            f"Stopped at t_end = {t_kde:g} the exact reverse dynamics output the Gaussian KDE of "
+            f"the training set",
             f"two-sample tests pass (p > {TEST_LEVEL}/{n_tests})",
             f"smallest p = {p_min:.3g}",
             kde_ok,
             [fig_kde],
-            {"criterion": f"permutation MMD test and z-test of the mean KDE log-density, reverse samples vs KDE "
-                          f"draws, all p-values > {TEST_LEVEL} / {n_tests} (Bonferroni)", **common},
+            {
+                "criterion": f"permutation MMD test and z-test of the mean KDE log-density, reverse "
+                "samples vs KDE "
+                f"draws, all p-values > {TEST_LEVEL} / {n_tests} (Bonferroni)",
+                **common,
+            },
         ),
     ]
     write_json(out_dir, NAME, rows)

@@ -31,9 +31,22 @@ from jaxdiff.reproduce import chi_square_test, make_row, profile_sizes, save_fig
 NAME = "support"
 PROFILES = {
     "tiny": {"n_points": 5, "n_samples": 2000, "n_prior_mc": 20_000, "steps": 150, "t_end": 1e-3, "T": 1.0},
-    "quick": {"n_points": 6, "n_samples": 10_000, "n_prior_mc": 400_000, "steps": 400, "t_end": 1e-3, "T": 1.0},
-    "full": {"n_points": 12, "n_samples": 100_000, "n_prior_mc": 4_000_000, "steps": 2000, "t_end": 1e-4,
-             "T": 1.0},
+    "quick": {
+        "n_points": 6,
+        "n_samples": 10_000,
+        "n_prior_mc": 400_000,
+        "steps": 400,
+        "t_end": 1e-3,
+        "T": 1.0,
+    },
+    "full": {
+        "n_points": 12,
+        "n_samples": 100_000,
+        "n_prior_mc": 4_000_000,
+        "steps": 2000,
+        "t_end": 1e-4,
+        "T": 1.0,
+    },
 }
 TEST_LEVEL = 0.01  # family-wise level of the goodness-of-fit tests (Bonferroni over initial laws)
 POWER_LEVEL = 1e-3  # the uniform law must be rejected at this level
@@ -90,13 +103,23 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         stat, p, dof = chi_square_test(counts, pi)
         stat_u, p_u, _ = chi_square_test(counts, np.full(N, 1.0 / N))
         d0, _ = jd.metrics.nearest_neighbours(y0, points, 1)
-        results.append({
-            "initial_law": label, "counts": counts, "pi": pi, "chi2": stat, "dof": dof, "p_value": p,
-            "chi2_uniform": stat_u, "p_uniform": p_u,
-            "max_distance": float(jnp.max(dist)), "share_within_radius": float(jnp.mean(dist[:, 0] <= radius)),
-            "share_of_initial_within_radius": float(jnp.mean(d0[:, 0] <= radius)),
-            "x": np.asarray(x), "y0": np.asarray(y0),
-        })
+        results.append(
+            {
+                "initial_law": label,
+                "counts": counts,
+                "pi": pi,
+                "chi2": stat,
+                "dof": dof,
+                "p_value": p,
+                "chi2_uniform": stat_u,
+                "p_uniform": p_u,
+                "max_distance": float(jnp.max(dist)),
+                "share_within_radius": float(jnp.mean(dist[:, 0] <= radius)),
+                "share_of_initial_within_radius": float(jnp.mean(d0[:, 0] <= radius)),
+                "x": np.asarray(x),
+                "y0": np.asarray(y0),
+            }
+        )
 
     support_ok = all(r["max_distance"] <= radius for r in results)
     fit_ok = all(r["p_value"] > TEST_LEVEL / len(results) for r in results)
@@ -109,7 +132,9 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     fig, axes = plt.subplots(1, 1 + len(results), figsize=(4.2 * (1 + len(results)), 4))
     ax = axes[0]
     for r, c in zip(results, ("tab:blue", "tab:orange")):
-        ax.scatter(r["y0"][:400, 0], r["y0"][:400, 1], s=3, alpha=0.25, color=c, label=f"start: {r['initial_law']}")
+        ax.scatter(
+            r["y0"][:400, 0], r["y0"][:400, 1], s=3, alpha=0.25, color=c, label=f"start: {r['initial_law']}"
+        )
         ax.scatter(r["x"][:400, 0], r["x"][:400, 1], s=10, color=c, marker="o", edgecolor="k", lw=0.3)
     ax.scatter(pts[:, 0], pts[:, 1], s=70, facecolor="none", edgecolor="k", lw=1.2, label="training points")
     ax.set_xlabel("$x_1$")
@@ -122,19 +147,35 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         se = np.sqrt(r["pi"] * (1 - r["pi"]) / n)
         i = np.arange(N)
         ax.bar(i, freq, color="tab:gray", alpha=0.6, label="measured landing frequency")
-        ax.errorbar(i, r["pi"], yerr=2 * se, fmt="o", color="tab:red", ms=4, capsize=3,
-                    label=r"prediction $\pi_i = E[w_i(T, y)]$ $\pm$ 2 SE")
+        ax.errorbar(
+            i,
+            r["pi"],
+            yerr=2 * se,
+            fmt="o",
+            color="tab:red",
+            ms=4,
+            capsize=3,
+            label=r"prediction $\pi_i = E[w_i(T, y)]$ $\pm$ 2 SE",
+        )
         ax.axhline(1 / N, color="k", ls="--", lw=0.8, label=r"uniform 1/N (start from $\rho_T$)")
         ax.set_xlabel("training point index i")
         ax.set_ylabel("probability of landing on $x_i$")
-        ax.set_title(f"{r['initial_law']}: chi2 p = {r['p_value']:.2f} (uniform p = {r['p_uniform']:.1g})",
-                     fontsize=8)
+        ax.set_title(
+            f"{r['initial_law']}: chi2 p = {r['p_value']:.2f} (uniform p = {r['p_uniform']:.1g})", fontsize=8
+        )
         ax.legend(fontsize=6)
     fig_name = save_figure(fig, out_dir, f"{NAME}_landing.png")
 
     clean = [{k: v for k, v in r.items() if k not in ("x", "y0")} for r in results]
-    common = {"initial_laws": clean, "t_end": t_end, "T": T, "radius": radius, "points": pts,
-              "sampler": f"jd.ReverseSDE, geometric grid of {cfg['steps']} steps from T to t_end", "config": cfg}
+    common = {
+        "initial_laws": clean,
+        "t_end": t_end,
+        "T": T,
+        "radius": radius,
+        "points": pts,
+        "sampler": f"jd.ReverseSDE, geometric grid of {cfg['steps']} steps from T to t_end",
+        "config": cfg,
+    }
     rows = [
         make_row(
             "support_containment",
@@ -144,18 +185,27 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             f"{max(r['share_of_initial_within_radius'] for r in results):.1%})",
             support_ok,
             [fig_name],
-            {"criterion": "every sample within sigma(t_end)(sqrt(d) + 5) of alpha(t_end) x_i for some i", **common},
+            {
+                "criterion": "every sample within sigma(t_end)(sqrt(d) + 5) of alpha(t_end) x_i for some i",
+                **common,
+            },
         ),
         make_row(
             "support_landing",
             "Landing frequencies match pi_i = E_{y~v0}[w_i(T, y)] (chi-square), not 1/N",
             f"chi2 p > {TEST_LEVEL / len(results):g} for pi; < {POWER_LEVEL:g} for 1/N",
-            "p = " + ", ".join(f"{r['p_value']:.3f}" for r in results)
-            + "; uniform p = " + ", ".join(f"{r['p_uniform']:.1g}" for r in results),
+            "p = "
+            + ", ".join(f"{r['p_value']:.3f}" for r in results)
+            + "; uniform p = "
+            + ", ".join(f"{r['p_uniform']:.1g}" for r in results),
             fit_ok and power_ok,
             [fig_name],
-            {"criterion": f"Pearson chi-square against pi: p > {TEST_LEVEL}/{len(results)} for each initial law; "
-                          f"against uniform 1/N: p < {POWER_LEVEL} (the test discriminates)", **common},
+            {
+                "criterion": f"Pearson chi-square against pi: p > {TEST_LEVEL}/{len(results)} for "
+                "each initial law; "
+                f"against uniform 1/N: p < {POWER_LEVEL} (the test discriminates)",
+                **common,
+            },
         ),
     ]
     write_json(out_dir, NAME, rows)

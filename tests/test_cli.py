@@ -20,8 +20,17 @@ def _fake_module(name, *, fail=False, holds=True):
         if fail:
             raise RuntimeError("deliberate failure")
         (out_dir / f"{name}.png").write_bytes(b"png")
-        rows = [reproduce.make_row(f"{name}_a", "a claim | with a bar", 1.0, np.float64(1.5), holds,
-                                   [f"{name}.png"], {"criterion": "test", "x": np.arange(3)})]
+        rows = [
+            reproduce.make_row(
+                f"{name}_a",
+                "a claim | with a bar",
+                1.0,
+                np.float64(1.5),
+                holds,
+                [f"{name}.png"],
+                {"criterion": "test", "x": np.arange(3)},
+            )
+        ]
         reproduce.write_json(out_dir, name, rows)
         return rows
 
@@ -31,8 +40,11 @@ def _fake_module(name, *, fail=False, holds=True):
 @pytest.fixture
 def fake_experiments(monkeypatch):
     names = reproduce.EXPERIMENTS[:3]
-    modules = {names[0]: _fake_module(names[0]), names[1]: _fake_module(names[1], fail=True),
-               names[2]: _fake_module(names[2], holds=False)}
+    modules = {
+        names[0]: _fake_module(names[0]),
+        names[1]: _fake_module(names[1], fail=True),
+        names[2]: _fake_module(names[2], holds=False),
+    }
     monkeypatch.setattr(reproduce, "load_experiment", lambda name: modules[name])
     return names
 
@@ -104,7 +116,9 @@ def test_chi_square_and_power_law_helpers():
 
 
 def test_help_lists_verbs():
-    out = subprocess.run([sys.executable, "-m", "jaxdiff.cli", "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "jaxdiff.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0
     for verb in ("reproduce", "sample", "train"):
         assert verb in out.stdout
@@ -112,8 +126,26 @@ def test_help_lists_verbs():
 
 def test_sample_toy_law(tmp_path):
     out = tmp_path / "s.npy"
-    assert cli.main(["sample", "--law", "ring8", "--n", "400", "--steps", "40", "--out", str(out),
-                     "--sampler", "exact", "--t-end", "1e-3"]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--law",
+                "ring8",
+                "--n",
+                "400",
+                "--steps",
+                "40",
+                "--out",
+                str(out),
+                "--sampler",
+                "exact",
+                "--t-end",
+                "1e-3",
+            ]
+        )
+        == 0
+    )
     x = np.load(out)
     assert x.shape == (400, 2) and np.all(np.isfinite(x))
     assert out.with_suffix(".png").stat().st_size > 5000
@@ -134,16 +166,49 @@ def test_train_then_sample_checkpoint(tmp_path):
     csv = tmp_path / "d.csv"
     np.savetxt(csv, data, delimiter=",", header="a,b", comments="")
     ckpt = tmp_path / "m.ckpt"
-    assert cli.main(["train", str(csv), "--out", str(ckpt), "--steps", "20", "--width", "8", "--depth", "0",
-                     "--batch-size", "16"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                str(csv),
+                "--out",
+                str(ckpt),
+                "--steps",
+                "20",
+                "--width",
+                "8",
+                "--depth",
+                "0",
+                "--batch-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     score, meta = cli.load_score(ckpt)
     # the standardisation stored is the data's own mean and overall spread
     np.testing.assert_allclose(meta["shift"], data.mean(0), rtol=1e-12)
     assert meta["scale"] == pytest.approx((data - data.mean(0)).std(), rel=1e-12)
     assert meta["dim"] == 2 and score.model.dim == 2
     out = tmp_path / "n.npy"
-    assert cli.main(["sample", "--checkpoint", str(ckpt), "--n", "50", "--steps", "10", "--out", str(out),
-                     "--sampler", "ddpm"]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--checkpoint",
+                str(ckpt),
+                "--n",
+                "50",
+                "--steps",
+                "10",
+                "--out",
+                str(out),
+                "--sampler",
+                "ddpm",
+            ]
+        )
+        == 0
+    )
     x = np.load(out)
     assert x.shape == (50, 2) and np.all(np.isfinite(x))
 

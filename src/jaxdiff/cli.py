@@ -69,8 +69,12 @@ def _sampler(name: str, law=None):
         if law is None:
             raise ValueError("`--sampler exact` needs an exact law (`--law`), not a checkpoint")
         return jd.ExactSampler(law)
-    table = {"reverse-sde": jd.ReverseSDE, "probability-flow": jd.ProbabilityFlow, "ddpm": jd.DDPM,
-             "ddim": jd.DDIM}
+    table = {
+        "reverse-sde": jd.ReverseSDE,
+        "probability-flow": jd.ProbabilityFlow,
+        "ddpm": jd.DDPM,
+        "ddim": jd.DDIM,
+    }
     if name not in table:
         raise ValueError(f"`--sampler` must be one of {', '.join(SAMPLERS)}; got {name!r}")
     return table[name]()
@@ -98,7 +102,9 @@ def load_score(path):
         raise ValueError(f"`--checkpoint` {path} does not exist")
     meta = jd.training.read_checkpoint_meta(path)
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"`--checkpoint` {path} was not written by `jaxdiff train` (format {meta.get('format')!r})")
+        raise ValueError(
+            f"`--checkpoint` {path} was not written by `jaxdiff train` (format {meta.get('format')!r})"
+        )
     model = jd.nn.MLP(meta["dim"], key=jax.random.PRNGKey(0), width=meta["width"], depth=meta["depth"])
     skeleton = jd.NetworkScore(model, _process(meta["process"]))
     return jd.load_checkpoint(path, skeleton), meta
@@ -114,8 +120,10 @@ def _sample(args) -> int:
     if (args.law is None) == (args.checkpoint is None):
         raise ValueError("give exactly one of `--law NAME` and `--checkpoint FILE`")
     if args.n < 1 or args.steps < 1 or not args.t_end > 0:
-        raise ValueError(f"`--n` and `--steps` must be positive and `--t-end` > 0, got {args.n}, {args.steps}, "
-                         f"{args.t_end}")
+        raise ValueError(
+            f"`--n` and `--steps` must be positive and `--t-end` > 0, got {args.n}, {args.steps}, "
+            f"{args.t_end}"
+        )
     key = jax.random.PRNGKey(args.seed)
     shift, scale, reference = 0.0, 1.0, None
     if args.law is not None:
@@ -123,10 +131,16 @@ def _sample(args) -> int:
         process = _process(args.process)
         score = jd.ExactScore(process, law)
         sampler = _sampler(args.sampler, law)
-        reference = np.asarray(law.points) if isinstance(law, jd.PointCloud) else np.asarray(
-            law.sample(jax.random.fold_in(key, 2), min(args.n, 2000)))
-        ref_label = "training points (exact score memorises them)" if isinstance(law, jd.PointCloud) else \
-            "draws of the exact law"
+        reference = (
+            np.asarray(law.points)
+            if isinstance(law, jd.PointCloud)
+            else np.asarray(law.sample(jax.random.fold_in(key, 2), min(args.n, 2000)))
+        )
+        ref_label = (
+            "training points (exact score memorises them)"
+            if isinstance(law, jd.PointCloud)
+            else "draws of the exact law"
+        )
         title = f"{args.law}: exact score, {args.sampler}"
     else:
         score, meta = load_score(args.checkpoint)
@@ -135,8 +149,16 @@ def _sample(args) -> int:
         shift, scale = np.asarray(meta["shift"]), float(meta["scale"])
         ref_label, title = None, f"{pathlib.Path(args.checkpoint).name}: network score, {args.sampler}"
     t_end = jnp.asarray(args.t_end)
-    x = jd.sample(jax.random.fold_in(key, 3), score, process, (args.n, score_dim(score)), sampler=sampler,
-                  steps=args.steps, t_end=t_end, grid=jd.LogSNRGrid())
+    x = jd.sample(
+        jax.random.fold_in(key, 3),
+        score,
+        process,
+        (args.n, score_dim(score)),
+        sampler=sampler,
+        steps=args.steps,
+        t_end=t_end,
+        grid=jd.LogSNRGrid(),
+    )
     x = np.asarray(x) * scale + shift
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +231,6 @@ def load_data(path):
 def _train(args) -> int:
     import jax
     import jax.numpy as jnp
-    import numpy as np
     import optax
 
     import jaxdiff as jd
@@ -217,7 +238,9 @@ def _train(args) -> int:
     data = load_data(args.data)
     for name in ("steps", "batch_size", "width"):
         if getattr(args, name) < 1:
-            raise ValueError(f"`--{name.replace('_', '-')}` must be a positive integer, got {getattr(args, name)}")
+            raise ValueError(
+                f"`--{name.replace('_', '-')}` must be a positive integer, got {getattr(args, name)}"
+            )
     if args.depth < 0 or not args.lr > 0:
         raise ValueError(f"`--depth` must be >= 0 and `--lr` > 0, got {args.depth}, {args.lr}")
     # Standardise: the forward process's prior has unit scale; `sample` undoes the map.
@@ -227,16 +250,36 @@ def _train(args) -> int:
     key = jax.random.PRNGKey(args.seed)
     process = _process(args.process)
     dim = data.shape[1]
-    score = jd.NetworkScore(jd.nn.MLP(dim, key=jax.random.fold_in(key, 1), width=args.width, depth=args.depth),
-                            process)
-    trained = jd.train(score, x, process, key=jax.random.fold_in(key, 2), steps=args.steps,
-                       batch_size=args.batch_size, optimizer=optax.adam(args.lr))
-    meta = {"format": CHECKPOINT_FORMAT, "dim": dim, "width": args.width, "depth": args.depth,
-            "process": args.process, "parametrisation": "eps", "shift": shift.tolist(), "scale": scale,
-            "steps": args.steps, "n_data": int(data.shape[0]), "data": str(args.data)}
+    score = jd.NetworkScore(
+        jd.nn.MLP(dim, key=jax.random.fold_in(key, 1), width=args.width, depth=args.depth), process
+    )
+    trained = jd.train(
+        score,
+        x,
+        process,
+        key=jax.random.fold_in(key, 2),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        optimizer=optax.adam(args.lr),
+    )
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "dim": dim,
+        "width": args.width,
+        "depth": args.depth,
+        "process": args.process,
+        "parametrisation": "eps",
+        "shift": shift.tolist(),
+        "scale": scale,
+        "steps": args.steps,
+        "n_data": int(data.shape[0]),
+        "data": str(args.data),
+    }
     out = jd.save_checkpoint(args.out, trained, meta=meta)
-    print(f"wrote {out} (trained {args.steps} steps on {data.shape[0]} points of dimension {dim}); "
-          f"sample it with: jaxdiff sample --checkpoint {out}")
+    print(
+        f"wrote {out} (trained {args.steps} steps on {data.shape[0]} points of dimension {dim}); "
+        f"sample it with: jaxdiff sample --checkpoint {out}"
+    )
     print(json.dumps({k: v for k, v in meta.items() if k not in ("shift",)}))
     return 0
 
@@ -247,27 +290,39 @@ def _train(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxdiff", description="Differentiable simulator of score-based diffusion models.")
+    p = argparse.ArgumentParser(
+        prog="jaxdiff", description="Differentiable simulator of score-based diffusion models."
+    )
     sub = p.add_subparsers(dest="verb", required=True)
 
     r = sub.add_parser("reproduce", help="run the seed papers' experiments and write report.md / report.json")
-    r.add_argument("--profile", choices=["tiny", "quick", "full"], default="quick",
-                   help="quick (default): minutes on a laptop CPU; full: a GPU; tiny: seconds, a smoke test")
+    r.add_argument(
+        "--profile",
+        choices=["tiny", "quick", "full"],
+        default="quick",
+        help="quick (default): minutes on a laptop CPU; full: a GPU; tiny: seconds, a smoke test",
+    )
     r.add_argument("--out", default="reproduce-out", help="output folder (default: ./reproduce-out)")
     r.add_argument("--only", default=None, help="comma-separated experiment names to run (default: all)")
     r.set_defaults(func=_reproduce)
 
     s = sub.add_parser("sample", help="draw samples from a toy law (exact score) or a trained checkpoint")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--law", choices=TOY_LAWS, help="a named toy law (point-cloud toys: the exact empirical score)")
+    src.add_argument(
+        "--law", choices=TOY_LAWS, help="a named toy law (point-cloud toys: the exact empirical score)"
+    )
     src.add_argument("--checkpoint", help="a network checkpoint written by `jaxdiff train`")
     s.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
-    s.add_argument("--out", default="samples.npy", help="samples file, .npy of shape (n, d) (default samples.npy)")
+    s.add_argument(
+        "--out", default="samples.npy", help="samples file, .npy of shape (n, d) (default samples.npy)"
+    )
     s.add_argument("--plot", default=None, help="scatter plot PNG (default: the samples file with .png)")
     s.add_argument("--sampler", choices=SAMPLERS, default="reverse-sde", help="reverse-time sampler")
     s.add_argument("--steps", type=int, default=200, help="grid steps (log-SNR grid, default 200)")
     s.add_argument("--t-end", type=float, default=1e-3, help="stopping time t_end > 0 (default 1e-3)")
-    s.add_argument("--process", choices=PROCESSES, default="ou", help="forward process for --law (default ou)")
+    s.add_argument(
+        "--process", choices=PROCESSES, default="ou", help="forward process for --law (default ou)"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_sample)
 
@@ -283,12 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_train)
 
-    b = sub.add_parser("bench", help="run the benchmark suite (repository root) and write bench-out/benchmarks.json")
+    b = sub.add_parser(
+        "bench", help="run the benchmark suite (repository root) and write bench-out/benchmarks.json"
+    )
     mode = b.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small sizes, minutes on a CPU (default)")
     mode.add_argument("--full", action="store_true", help="the whole size sweep (long)")
-    b.add_argument("--out", default="bench-out/benchmarks.json", help="JSON path, or a folder for benchmarks.json")
-    b.add_argument("--only", default=None, help="comma-separated benchmark names (score, compile, scale, ...)")
+    b.add_argument(
+        "--out", default="bench-out/benchmarks.json", help="JSON path, or a folder for benchmarks.json"
+    )
+    b.add_argument(
+        "--only", default=None, help="comma-separated benchmark names (score, compile, scale, ...)"
+    )
     b.set_defaults(func=_bench)
     return p
 
@@ -300,7 +361,9 @@ def _bench(args) -> int:
             sys.path.insert(0, str(root))
             break
     else:
-        raise ValueError("the benchmarks live in the source checkout: run `jaxdiff bench` from the repository root")
+        raise ValueError(
+            "the benchmarks live in the source checkout: run `jaxdiff bench` from the repository root"
+        )
     from benchmarks.__main__ import main as bench_main
 
     only = ["--only", args.only] if args.only else []

@@ -108,7 +108,8 @@ def _parse_only(only: str | Sequence[str] | None) -> list[str]:
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown or not names:
         raise ValueError(
-            f"`only` must name experiments among {', '.join(EXPERIMENTS)}; got {', '.join(unknown) or 'nothing'}"
+            f"`only` must name experiments among {', '.join(EXPERIMENTS)}; "
+            f"got {', '.join(unknown) or 'nothing'}"
         )
     return [n for n in EXPERIMENTS if n in names]
 
@@ -230,7 +231,10 @@ def standalone(main: Callable[..., list[dict]], argv: Sequence[str] | None = Non
     out.mkdir(parents=True, exist_ok=True)
     rows = main(out, profile=args.profile, key=args.key)
     for r in rows:
-        print(f"[{'holds' if r['holds'] else 'FAILS'}] {r['id']}: predicted {r['predicted']}, measured {r['measured']}")
+        print(
+            f"[{'holds' if r['holds'] else 'FAILS'}] {r['id']}: predicted {r['predicted']}, "
+            f"measured {r['measured']}"
+        )
     return 0
 
 
@@ -352,8 +356,14 @@ def run_experiments(
     return rows
 
 
-def run(profile: str = "quick", out: str = "reproduce-out", only: str | Sequence[str] | None = None,
-        *, key: int = 0, progress: bool = True) -> int:
+def run(
+    profile: str = "quick",
+    out: str = "reproduce-out",
+    only: str | Sequence[str] | None = None,
+    *,
+    key: int = 0,
+    progress: bool = True,
+) -> int:
     """Run the experiments (all, or the comma-separated `only`) at `profile` and write
     `out/report.md` and `out/report.json`. Returns 0, or 1 when an experiment raised (a claim
     that does not hold is a result, not an error)."""
@@ -368,6 +378,8 @@ def run(profile: str = "quick", out: str = "reproduce-out", only: str | Sequence
     wall = time.perf_counter() - start
     write_report(out_dir, rows, profile=profile, wall_s=wall)
     n_hold = sum(bool(r["holds"]) for r in rows)
-    print(f"{n_hold}/{len(rows)} claims hold; wrote {out_dir / 'report.md'} and {out_dir / 'report.json'} "
-          f"in {wall:.0f} s")
+    print(
+        f"{n_hold}/{len(rows)} claims hold; wrote {out_dir / 'report.md'} and {out_dir / 'report.json'} "
+        f"in {wall:.0f} s"
+    )
     return 1 if any(r.get("error") for r in rows) else 0
