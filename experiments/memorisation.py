@@ -73,12 +73,6 @@ def _time_grid(T: float, t_ends, steps: int) -> np.ndarray:
     return grid[(grid <= T) & (grid >= t_min)]
 
 
-def _copies(x, points):
-    """Ratio-test copy flags of the rows of `x` against the training points."""
-    d, _ = jd.metrics.nearest_neighbours(x, points, 2)
-    return d[:, 0] < d[:, 1] / 3
-
-
 def _mmd_permutation(x, y, permutations):
     """Observed unbiased MMD^2 of `x` vs `y` (median-heuristic bandwidth) and its null draws
     under the given `permutations` of the pooled rows (drawn outside: cheaper to compile)."""
@@ -107,7 +101,7 @@ def _analyse(points, x_at_ends, kde_at_ends, x_test, kde_test, t_test, permutati
     """Everything measured on one case, in one compiled call: copy fractions of the reverse
     samples and of the KDE draws at each stopping time; at `t_test`, the MMD permutation
     test and the KDE log-densities of reverse samples and KDE draws."""
-    copies = jax.vmap(lambda x: jnp.mean(_copies(x, points)))
+    copies = jax.vmap(lambda x: jd.metrics.copy_fraction(x, points))
     noised = jd.PointCloud(points).noised(jd.OU(), t_test)
     observed, null, bandwidth = _mmd_permutation(x_test, kde_test, permutations)
     log_p = jax.vmap(noised.log_prob)

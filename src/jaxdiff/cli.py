@@ -153,7 +153,7 @@ def _sample(args) -> int:
         jax.random.fold_in(key, 3),
         score,
         process,
-        (args.n, score_dim(score)),
+        (args.n, _score_dim(score)),
         sampler=sampler,
         steps=args.steps,
         t_end=t_end,
@@ -169,7 +169,7 @@ def _sample(args) -> int:
     return 0
 
 
-def score_dim(score) -> int:
+def _score_dim(score) -> int:
     law = getattr(score, "law", None)
     if law is not None:
         return law.dim
