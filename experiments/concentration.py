@@ -113,7 +113,8 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     cfg = profile_sizes(PROFILES, profile, sizes)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows, details = _run(out, cfg, jax.random.PRNGKey(key))
+    with jax.enable_x64(True):  # as under `jaxdiff reproduce`, whoever calls
+        rows, details = _run(out, cfg, jax.random.PRNGKey(key))
     rows = [make_row(**r) for r in rows]
     write_json(out, NAME, rows, profile=profile, sizes=cfg, details=details)
     return rows

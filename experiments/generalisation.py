@@ -151,7 +151,9 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as ckpt_dir:
-        rows, details = _run(out, cfg, jax.random.PRNGKey(key), pathlib.Path(ckpt_dir))
+        # float64 as under `jaxdiff reproduce`: the memorisation times (sigma ~ 1e-4) need it
+        with jax.enable_x64(True):
+            rows, details = _run(out, cfg, jax.random.PRNGKey(key), pathlib.Path(ckpt_dir))
     rows = [make_row(**r) for r in rows]
     write_json(out, NAME, rows, profile=profile, sizes=cfg, details=details)
     return rows
@@ -169,6 +171,7 @@ def _run(out, cfg, key, ckpt_dir):
     loss = jd.DSMLoss(time_sampler=jd.LogNormalTime(p_mean=-2.0, p_std=1.6), t_min=1e-5)
     optimizer = optax.adam(2e-3)  # one object: jd.train caches its compiled step on it
     grid = jd.GeometricGrid()
+    t_eval = tuple(sorted(set(cfg["t_ends"]) | {cfg["t_main"]}))  # stopping times of the final models
     records = []  # one per (dataset, scorer, N, width, stage, t_end)
     total = len(cfg["datasets"]) * len(ns) * len(cfg["widths"]) * len(cfg["stages"])
     bar = tqdm(total=total, desc="generalisation: training", unit="stage", leave=False)
@@ -202,7 +205,7 @@ def _run(out, cfg, key, ckpt_dir):
             padded = jnp.concatenate([train, far])
             spacing = float(_spacing(padded, N))
             exact = jd.ExactScore(process, jd.PointCloud(tiled))
-            for t_end in cfg["t_ends"]:
+            for t_end in t_eval:
                 x = evaluate(exact, t_end, "exact", N=N)
                 samples[name, "exact", N, t_end] = np.asarray(x)
             # the memorisation scale of this N: sigma(t_end) = spacing / 20 (OU: sigma^2 ~ 2 t)
@@ -230,7 +233,7 @@ def _run(out, cfg, key, ckpt_dir):
                         progress=False,
                     )
                     last = si == len(cfg["stages"]) - 1
-                    for t_end in cfg["t_ends"] if last else (cfg["t_main"],):
+                    for t_end in t_eval if last else (cfg["t_main"],):
                         x = evaluate(trained, t_end, "network", N=N, width=width, stage=stage)
                         if last and width == max(cfg["widths"]):
                             samples[name, "network", N, t_end] = np.asarray(x)
@@ -275,21 +278,20 @@ def _rows(records, cfg) -> list[dict]:
     # 1. the memorising end point. The stopping time that memorises depends on N: samples are
     # copies once sigma(t_end) is well below the training spacing (here 1/20 of it). Random
     # training sets have pairs closer than that, whose blend the ratio test does not call a copy,
-    # so the copy fraction is compared with its value at the largest t_end, and the samples must
-    # sit on training points.
+    # so the samples must sit on training points and the copy fraction must be >= 0.95 or far
+    # above its value at the largest t_end (high-dimensional data may still be copied there).
     checks = []
     for r in mem:
         big = next(q for q in ex if q["dataset"] == r["dataset"] and q["N"] == r["N"] and q["t_end"] == t_big)
-        checks.append((r, z(big, r) > 3 and r["nn_over_spacing"] <= 0.01))
+        copies_ok = 1 - r["novelty"] >= 0.95 or z(big, r) > 3
+        checks.append((r, copies_ok and r["nn_over_spacing"] <= 0.01))
     rows.append(
         {
             "id": "exact_score_memorises",
             "claim": "The exact empirical score memorises: stopped at t_end -> 0 its samples are copies of "
-            "training "
-            "points",
+            "training points",
             "predicted": "at sigma(t_end) = spacing/20: samples on training points (median NN distance "
-            "< 1% of the "
-            f"spacing), copy fraction far above its value at t_end = {t_big:g}",
+            f"< 1% of the spacing), copy fraction >= 0.95 or far above its value at t_end = {t_big:g}",
             "measured": "copy fraction "
             + ", ".join(
                 f"{r['dataset']} N={r['N']}: {1 - r['novelty']:.3f} (t_end {r['t_end']:.1e}, NN/spacing "
@@ -299,8 +301,8 @@ def _rows(records, cfg) -> list[dict]:
             "holds": bool(checks and all(ok for _, ok in checks)),
             "figures": ["generalisation_tradeoff.png", "generalisation_samples.png"],
             "details": {
-                "criterion": "median NN distance / spacing <= 0.01 and copy fraction above that at the "
-                "largest t_end by > 3 SE, for every N",
+                "criterion": "median NN distance / spacing <= 0.01, and copy fraction >= 0.95 or above "
+                "that at the largest t_end by > 3 SE, for every N",
                 "copy_fraction_vs_t_end": {
                     f"{r['dataset']} N={r['N']} t_end={r['t_end']:.2g}": 1 - r["novelty"] for r in ex + mem
                 },

@@ -422,6 +422,9 @@ def _run(out: pathlib.Path, cfg: dict, key):
         ax.loglog(r["ts"], r["dH"], "s", mfc="none", label=f"grid, {d}-D indicator start: $dH/dt$")
         ax.loglog(r["ts"], r["kI"], "-", lw=1, label=rf"grid, {d}-D: $\kappa I_h$")
     ax.loglog(th, KAPPA * 2 / (2 * KAPPA * th), "k--", label=r"bound $\kappa\, d/(2\kappa\theta)$, d = 2")
+    if 1 in grid_res:
+        th1 = grid_res[1]["ts"]
+        ax.loglog(th1, KAPPA * 1 / (2 * KAPPA * th1), "k:", label="bound, d = 1")
     ax.set_xlabel(r"heat-flow time $\theta$ ($\kappa = 1/2$)")
     ax.set_ylabel("entropy production (nats per unit time)")
     ax.set_title("de Bruijn identity (exact 2-D mixture; grid solutions)")

@@ -260,7 +260,8 @@ def _run(out: pathlib.Path, cfg: dict):
 
     # ---- figures -------------------------------------------------------------------------
     dims = list(cfg["dims"])
-    init_order = [n for n, _, _ in _setup(1, cfg)[2]]
+    # one colour per kind of initialisation in every panel (the wide one differs between dims)
+    colours = {n: f"C{i}" for i, (n, _, _) in enumerate(_setup(1, cfg)[2])} | {WIDE[2]: "C1"}
     pshow = (2.0, float("inf"))
     laws_list = ["Dirac", "5-point cloud"]
     fig, axs = plt.subplots(len(laws_list), len(dims) * len(pshow), figsize=(5 * len(dims) * len(pshow), 8),
@@ -277,11 +278,11 @@ def _run(out: pathlib.Path, cfg: dict):
                 j = PS.index(p)
                 e = 1 - 1 / p
                 for init_name in inits:
-                    k = init_order.index(init_name)  # one colour per initialisation in every panel
                     for dyn_name, ls in (("SDE", "-"), ("ODE", "--")):
                         r = res[d, law_name, dyn_name, init_name]
-                        ax.loglog(T / r["ts"], r["norms"][:, j] / r["norms"][0, j], ls, color=f"C{k}",
-                                  marker=".", label=f"{init_name}" if dyn_name == "SDE" else None)
+                        ax.loglog(T / r["ts"], r["norms"][:, j] / r["norms"][0, j], ls,
+                                  color=colours[init_name], marker=".",
+                                  label=f"{init_name}" if dyn_name == "SDE" else None)
                 g = T / res[d, law_name, "SDE", inits[0]]["ts"]
                 ax.loglog(g, g ** (d * e), "k-", lw=2.5, alpha=0.5, label=f"SDE bound (T/t)^{d * e:g}")
                 ax.loglog(g, g ** (0.5 * d * e), "k--", lw=2.5, alpha=0.5,
