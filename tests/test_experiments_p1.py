@@ -1,5 +1,6 @@
-"""The P1 experiments (and the collapse time) at the tiny profile: each one runs once per
-module, writes its JSON and figures, and its measurement points the way the theory says.
+"""The P1 experiments (and the collapse time) at the tiny profile: each one runs once (one
+test per experiment, so `pytest -n 2` never runs one twice), writes its JSON and figures,
+and its measurement points the way the theory says.
 
 The checks read the numbers in each experiment's JSON, not only its `holds` verdict, and
 compare them with the predictions at the tolerances stated here (set for the tiny sizes).
@@ -8,28 +9,16 @@ compare them with the predictions at the tolerances stated here (set for the tin
 import json
 
 import numpy as np
-import pytest
 
 from jaxdiff import reproduce
 
-P1 = ("support", "explicit_solution", "memorisation", "loss_minimiser", "collapse_time")
 
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            out = tmp_path_factory.mktemp(name)
-            rows = reproduce.load_experiment(name).main(out, profile="tiny", key=0)
-            cache[name] = (out, {r["id"]: r for r in rows})
-        return cache[name]
-
-    return get
-
-
-def _check_files(out, name, rows):
+def _run(name, out):
+    """Run one experiment at the tiny profile into `out`; check its JSON and figures."""
+    module = reproduce.load_experiment(name)
+    assert set(module.PROFILES) == {"tiny", "quick", "full"}
+    assert set(module.PROFILES["tiny"]) == set(module.PROFILES["quick"]) == set(module.PROFILES["full"])
+    rows = {r["id"]: r for r in module.main(out, profile="tiny", key=0)}
     saved = json.loads((out / f"{name}.json").read_text())
     assert saved["experiment"] == name
     assert [r["id"] for r in saved["rows"]] == list(rows)
@@ -39,19 +28,11 @@ def _check_files(out, name, rows):
         assert r["figures"], f"{r['id']} has no figure"
         for fig in r["figures"]:
             assert (out / fig).stat().st_size > 5000, f"{fig} is missing or empty"
+    return rows
 
 
-@pytest.mark.parametrize("name", P1)
-def test_profiles_and_files(results, name):
-    module = reproduce.load_experiment(name)
-    assert set(module.PROFILES) == {"tiny", "quick", "full"}
-    assert set(module.PROFILES["tiny"]) == set(module.PROFILES["quick"]) == set(module.PROFILES["full"])
-    out, rows = results(name)
-    _check_files(out, name, rows)
-
-
-def test_support(results):
-    _, rows = results("support")
+def test_support(tmp_path):
+    rows = _run("support", tmp_path)
     contain, landing = rows["support_containment"], rows["support_landing"]
     laws = contain["details"]["initial_laws"]
     # every landing point within the Gaussian tail radius of a data point; the start was not
@@ -65,8 +46,8 @@ def test_support(results):
     assert contain["holds"] and landing["holds"]
 
 
-def test_explicit_solution(results):
-    _, rows = results("explicit_solution")
+def test_explicit_solution(tmp_path):
+    rows = _run("explicit_solution", tmp_path)
     paths = rows["explicit_bridge_paths"]["details"]
     assert np.abs(paths["z_mean"]).max() <= 4.5 and np.abs(paths["z_var"]).max() <= 4.5
     assert rows["explicit_ddpm_posterior"]["details"]["max_relative_difference"] < 1e-9
@@ -78,8 +59,8 @@ def test_explicit_solution(results):
     assert all(b < a for a, b in zip(errs, errs[1:]))  # more steps, smaller error
 
 
-def test_memorisation(results):
-    _, rows = results("memorisation")
+def test_memorisation(tmp_path):
+    rows = _run("memorisation", tmp_path)
     cases = rows["memorisation_copies"]["details"]["cases"]
     for c in cases:
         cf = np.array(c["copy_fraction_reverse"])
@@ -94,8 +75,8 @@ def test_memorisation(results):
     assert all(r["holds"] for r in rows.values())
 
 
-def test_loss_minimiser(results):
-    _, rows = results("loss_minimiser")
+def test_loss_minimiser(tmp_path):
+    rows = _run("loss_minimiser", tmp_path)
     g = rows["loss_floor_gaussian"]["details"]
     assert abs(g["loss"] - g["floor"]) <= 4 * g["se"]
     # the closed-form floor, recomputed by quadrature of d c alpha^2 / (alpha^2 c + sigma^2)
@@ -113,8 +94,8 @@ def test_loss_minimiser(results):
     assert rows["loss_unique_minimiser"]["holds"] and rows["loss_floor_point_cloud"]["holds"]
 
 
-def test_collapse_time(results):
-    _, rows = results("collapse_time")
+def test_collapse_time(tmp_path):
+    rows = _run("collapse_time", tmp_path)
     cases = rows["collapse_time_trend"]["details"]["cases"]
     for c in cases:
         # t_C recomputed here from Biroli et al.'s formula (s = 1)
