@@ -110,7 +110,7 @@ def _case(name, model, data, batch_size, steps, repeats, stepwise: bool):
 def run(quick: bool = True) -> dict:
     """Both cases; `quick` keeps it to about a minute on a laptop CPU."""
     key = jax.random.PRNGKey(0)
-    mlp_steps, unet_steps, repeats = (200, 20, 3) if quick else (2000, 200, 5)
+    mlp_steps, unet_steps, repeats = (200, 20, 5) if quick else (2000, 200, 7)
     results = {
         "platform": platform.platform(), "device": str(jax.devices()[0]), "backend": jax.default_backend(),
         "jax": jax.__version__, "quick": quick, "cases": [],
