@@ -113,10 +113,14 @@ def _fmt(v) -> str:
 def _generic_rows(res, prefix: str = "") -> list[dict]:
     """Rows for a module that does not follow the `rows` schema: its numeric ratios."""
     rows = []
-    if isinstance(res, dict):
+    if isinstance(res, list):  # e.g. a list of cases: label each by its "case" (or index)
+        for i, v in enumerate(res):
+            label = v.get("case", i) if isinstance(v, dict) else i
+            rows += _generic_rows(v, f"{prefix}{label} / ")
+    elif isinstance(res, dict):
         for k, v in res.items():
             path = f"{prefix}{k}"
-            if isinstance(v, dict):
+            if isinstance(v, (dict, list)):
                 rows += _generic_rows(v, path + " / ")
             elif isinstance(v, (int, float)) and not isinstance(v, bool) and "ratio" in path.lower():
                 rows.append({"case": path, "value": None, "unit": "", "ratio": v})

@@ -480,7 +480,7 @@ def _streamer(n_points: int):
         ragged = n_points % chunk != 0
 
         def logits_of(c, Dc, sc):
-            logits = a[:, None] * (X @ Dc.T) - b[:, None] * sc[None, :]
+            logits = a[:, None] * jnp.matmul(X, Dc.T, precision=_HIGHEST) - b[:, None] * sc[None, :]
             if ragged:  # the zero padding of the last chunk gets weight exactly 0
                 logits = jnp.where((c * chunk + jnp.arange(chunk) < n_points)[None, :], logits, -jnp.inf)
             return logits
@@ -489,7 +489,7 @@ def _streamer(n_points: int):
             logits = logits_of(0, chunks[0], sq_norms[0])
             m = jax.lax.stop_gradient(jnp.max(logits, axis=1))
             p = jnp.exp(logits - m[:, None])
-            l, acc = jnp.sum(p, axis=1), p @ chunks[0]
+            l, acc = jnp.sum(p, axis=1), jnp.matmul(p, chunks[0], precision=_HIGHEST)
         else:
 
             @jax.checkpoint  # reverse mode stores the carries only, never a logits block
@@ -500,7 +500,8 @@ def _streamer(n_points: int):
                 m_new = jnp.maximum(m, jax.lax.stop_gradient(jnp.max(logits, axis=1)))
                 scale = jnp.exp(m - m_new)
                 p = jnp.exp(logits - m_new[:, None])
-                return (m_new, l * scale + jnp.sum(p, axis=1), acc * scale[:, None] + p @ Dc), None
+                acc = acc * scale[:, None] + jnp.matmul(p, Dc, precision=_HIGHEST)
+                return (m_new, l * scale + jnp.sum(p, axis=1), acc), None
 
             n, dtype = X.shape[0], jnp.result_type(X, chunks, a, b)
             zeros = jnp.zeros((n,), dtype)
@@ -552,9 +553,14 @@ def _streamer(n_points: int):
     return stream
 
 
+# Full float32 products on every backend: the logits are multiplied by alpha / sigma^2
+# (up to ~1e6 near t = 0), so TF32's ~1e-3 relative error (a GPU's default for float32
+# matmuls) would scramble the weights. No effect on a CPU.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
 # Defaults from benchmarks/bench_score.py (CPU, AVX-512, two cores); the GPU ones are sized
 # for tens of GB of device memory.
-_DENSE_MAX_CPU, _CHUNK_CPU, _TILE_ELEMS_CPU = 4096, 1024, 2**20
+_DENSE_MAX_CPU, _CHUNK_CPU, _TILE_ELEMS_CPU = 4096, 1024, 2**22
 _DENSE_MAX_GPU, _CHUNK_GPU, _TILE_ELEMS_GPU = 65536, 16384, 2**27
 
 
@@ -624,7 +630,7 @@ class PointCloud(AbstractLaw):
         return True
 
     def _logits(self, c: int | Int[Array, ""], a, b, x):
-        logits = a * (x @ self.chunks[c].T) - b * self.sq_norms[c]
+        logits = a * jnp.matmul(x, self.chunks[c].T, precision=_HIGHEST) - b * self.sq_norms[c]
         if self.n_points % self.chunk_size:  # mask the zero padding of the last chunk
             valid = c * self.chunk_size + jnp.arange(self.chunk_size) < self.n_points
             logits = jnp.where(valid, logits, -jnp.inf)
@@ -652,7 +658,8 @@ class PointCloud(AbstractLaw):
         """Dense: weights over all `N` points (use `denoise_at` / `posterior_sample_at` to stream)."""
         a = alpha / sigma**2
         b = 0.5 * alpha**2 / sigma**2
-        logits = a * (x @ self.points.T) - b * self.sq_norms.reshape(-1)[: self.n_points]
+        sq = self.sq_norms.reshape(-1)[: self.n_points]
+        logits = a * jnp.matmul(x, self.points.T, precision=_HIGHEST) - b * sq
         return Posterior(jax.nn.log_softmax(logits), self.points, None)
 
     def posterior_index(self, key: PRNGKeyArray, alpha, sigma, x) -> Int[Array, ""]:
