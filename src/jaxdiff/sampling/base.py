@@ -33,7 +33,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 from .._checks import as_float_array, check_finite, is_concrete
 from ..processes import AbstractProcess
 from ..scores import AbstractScore
-from .grids import AbstractGrid, UniformGrid
+from .grids import AbstractGrid, LogSNRGrid
 
 Scalar = Float[ArrayLike, ""]
 Score = Callable[[Any, Any], Any]
@@ -242,7 +242,7 @@ def sample(
     sampler: AbstractSampler | None = None,
     steps: int | None = None,
     t_end: Scalar | None = None,
-    grid: AbstractGrid | Float[ArrayLike, " times"] = UniformGrid(),
+    grid: AbstractGrid | Float[ArrayLike, " times"] = LogSNRGrid(),
     x_init: Float[ArrayLike, " batch *event"] | None = None,
     denoise: bool = False,
     trajectory: bool = False,
@@ -263,7 +263,9 @@ def sample(
       to differentiate with respect to it (Python floats are compile-time constants).
     - `grid`: a grid strategy (`UniformGrid()`, `GeometricGrid()`, `LogSNRGrid()`,
       `EDMGrid(rho)`) or an explicit descending array of times, whose first and last
-      entries are the bounds (then leave `steps` and `t_end` unset).
+      entries are the bounds (then leave `steps` and `t_end` unset). Default
+      `LogSNRGrid()`: uniform in the log-SNR, so steps shrink where the score sharpens near
+      `t_end` (a uniform grid in t was 3-6x less accurate on OU at equal NFE).
     - `x_init`: the state at `ts[0]` (shape `shape`), e.g. a wrong initialisation;
       default: the prior (the exact marginal for `ExactSampler`).
     - `denoise`: finish with Tweedie's step $x \mapsto E[X_0 | X_{t_\mathrm{end}} = x]$.
