@@ -87,18 +87,26 @@ def test_log_prob_against_scipy():
     a, s2 = float(p.alpha(t)), float(p.sigma2(t))
     x = np.array([0.4, -0.2, 1.1])
     # Gaussian mixture with full covariances
-    ref = logsumexp([np.log(w) + multivariate_normal(a * m, a**2 * c + s2 * np.eye(D)).logpdf(x)
-                     for w, m, c in zip(WEIGHTS, MEANS, COVS)])
+    ref = logsumexp(
+        [
+            np.log(w) + multivariate_normal(a * m, a**2 * c + s2 * np.eye(D)).logpdf(x)
+            for w, m, c in zip(WEIGHTS, MEANS, COVS)
+        ]
+    )
     np.testing.assert_allclose(LAWS["gmm-full"].noised(p, t).log_prob(jnp.array(x)), ref, rtol=1e-12)
     # point cloud: equal-weight isotropic mixture
-    ref = logsumexp([multivariate_normal(a * q, s2 * np.eye(D)).logpdf(x) for q in POINTS]) - np.log(len(POINTS))
+    ref = logsumexp([multivariate_normal(a * q, s2 * np.eye(D)).logpdf(x) for q in POINTS]) - np.log(
+        len(POINTS)
+    )
     for name in ("pointcloud", "pointcloud-streamed"):
         np.testing.assert_allclose(LAWS[name].noised(p, t).log_prob(jnp.array(x)), ref, rtol=1e-12)
     # singular Gaussian at t = 0 refuses; at t > 0 it is a plain Gaussian
     ref = multivariate_normal(a * np.array([1.0, -1.0, 0.5]), a**2 * SING_COV + s2 * np.eye(D)).logpdf(x)
     np.testing.assert_allclose(LAWS["gaussian-singular"].noised(p, t).log_prob(jnp.array(x)), ref, rtol=1e-12)
     # a non-singular law has a density at t = 0
-    ref = logsumexp([np.log(w) + multivariate_normal(m, c).logpdf(x) for w, m, c in zip(WEIGHTS, MEANS, COVS)])
+    ref = logsumexp(
+        [np.log(w) + multivariate_normal(m, c).logpdf(x) for w, m, c in zip(WEIGHTS, MEANS, COVS)]
+    )
     np.testing.assert_allclose(LAWS["gmm-full"].log_prob(jnp.array(x)), ref, rtol=1e-12)
 
 

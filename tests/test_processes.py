@@ -107,7 +107,9 @@ def test_forward_sde_simulation_matches_marginal(name):
     def path(k):
         bm = diffrax.VirtualBrownianTree(0.0, t1, tol=t1 / steps / 4, shape=(2,), key=k)
         diag = lambda t, y, a: lx.DiagonalLinearOperator(p.diffusion(t) * jnp.ones(2))
-        terms = diffrax.MultiTerm(diffrax.ODETerm(lambda t, y, a: p.drift(t, y)), diffrax.ControlTerm(diag, bm))
+        terms = diffrax.MultiTerm(
+            diffrax.ODETerm(lambda t, y, a: p.drift(t, y)), diffrax.ControlTerm(diag, bm)
+        )
         sol = diffrax.diffeqsolve(terms, diffrax.Heun(), 0.0, t1, t1 / steps, x0)
         return sol.ys[-1]
 
@@ -137,7 +139,9 @@ def test_sample_marginal_and_prior():
     ve = jd.VE()
     x = jnp.array([3.0, -4.0, 10.0])
     s = float(ve.prior_std)
-    np.testing.assert_allclose(ve.prior_log_prob(x), multivariate_normal(np.zeros(3), s**2 * np.eye(3)).logpdf(x), rtol=1e-12)
+    np.testing.assert_allclose(
+        ve.prior_log_prob(x), multivariate_normal(np.zeros(3), s**2 * np.eye(3)).logpdf(x), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ predicate). Nothing here is on a hot path more than once per call.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
-import equinox as eqx
 import numpy as np
 
 
@@ -73,3 +73,19 @@ def check_sample_shape(name: str, x, dim: int):
     if shape != (dim,):
         hint = " (one sample in, one sample out: batch with jax.vmap)" if len(shape) == 2 else ""
         raise ValueError(f"`{name}` must have shape ({dim},), got {shape}{hint}")
+
+
+def check_nonneg(name: str, u):
+    """Refuse NaN, inf or negative entries in `u` (a density): eagerly when concrete,
+    with `error_if` when traced."""
+    if is_concrete(u):
+        un = np.asarray(u)
+        if not np.all(np.isfinite(un)):
+            raise ValueError(f"`{name}` contains NaN or inf values")
+        if np.any(un < 0):
+            raise ValueError(
+                f"`{name}` must be non-negative (a density), its smallest entry is {un.min():.3g}"
+            )
+        return u
+    u = eqx.error_if(u, ~jnp.all(jnp.isfinite(u)), f"`{name}` contains NaN or inf values")
+    return eqx.error_if(u, jnp.any(u < 0), f"`{name}` must be non-negative (a density)")

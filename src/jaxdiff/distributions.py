@@ -118,7 +118,9 @@ class AbstractLaw(eqx.Module):
         """Tweedie's denoiser `E[X_0 | alpha X_0 + sigma Z = x]`."""
         return self.posterior_at(alpha, sigma, x).mean()
 
-    def posterior_sample_at(self, key: PRNGKeyArray, alpha, sigma, x: Float[Array, " d"]) -> Float[Array, " d"]:
+    def posterior_sample_at(
+        self, key: PRNGKeyArray, alpha, sigma, x: Float[Array, " d"]
+    ) -> Float[Array, " d"]:
         """One draw of `X_0` given `alpha X_0 + sigma Z = x`."""
         return self.posterior_at(alpha, sigma, x).sample(key)
 
@@ -168,7 +170,11 @@ class NoisedLaw(eqx.Module):
         self.law = law
         self.process = process
         self.t = check_time(
-            "t", t, process.T, strictly_positive=law.singular, what=f"a {type(law).__name__} is singular at t = 0"
+            "t",
+            t,
+            process.T,
+            strictly_positive=law.singular,
+            what=f"a {type(law).__name__} is singular at t = 0",
         )
 
     @property
@@ -277,8 +283,11 @@ class GaussianMixture(AbstractLaw):
             evals, evecs = jnp.linalg.eigh(c)
             if is_concrete(evals):
                 scale = max(1.0, float(jnp.max(jnp.abs(evals))))
-                if float(jnp.min(evals)) < -1e-6 * scale:
-                    raise ValueError(f"`covs` must be positive semi-definite, smallest eigenvalue {float(jnp.min(evals)):.3g}")
+                smallest = float(jnp.min(evals))
+                if smallest < -1e-6 * scale:
+                    raise ValueError(
+                        f"`covs` must be positive semi-definite, smallest eigenvalue {smallest:.3g}"
+                    )
             self.variances, self.evals, self.evecs = None, jnp.clip(evals, 0.0), evecs
         v = self.variances if self.variances is not None else self.evals
         # A law built from traced arrays cannot be inspected: treat it as singular (t > 0).
@@ -314,7 +323,9 @@ class GaussianMixture(AbstractLaw):
         """Covariance of the whole mixture."""
         mu = self.mean()
         dm = self.means - mu
-        return jnp.einsum("k,kij->ij", self.weights, self.covariances) + jnp.einsum("k,ki,kj->ij", self.weights, dm, dm)
+        return jnp.einsum("k,kij->ij", self.weights, self.covariances) + jnp.einsum(
+            "k,ki,kj->ij", self.weights, dm, dm
+        )
 
     # Per-component pieces at (alpha, sigma): log-likelihoods, whitened residuals.
     def _components(self, alpha, sigma, x):
@@ -414,6 +425,7 @@ class Gaussian(AbstractLaw):
 # ---------------------------------------------------------------------------------------
 # Point clouds (empirical measures), streamed
 # ---------------------------------------------------------------------------------------
+
 
 def _default_chunk(n_points: int) -> int:
     """Points per streamed chunk, from the shapes and the backend (see `benchmarks/bench_score.py`).
@@ -645,7 +657,12 @@ class PointCloud(AbstractLaw):
     def log_prob_at(self, alpha, sigma, x):
         lse, _ = self._lse_and_mean(alpha, sigma, x)
         var = sigma**2
-        return lse - 0.5 * jnp.sum(x**2) / var - math.log(self.n_points) - 0.5 * self.dim * jnp.log(2 * jnp.pi * var)
+        return (
+            lse
+            - 0.5 * jnp.sum(x**2) / var
+            - math.log(self.n_points)
+            - 0.5 * self.dim * jnp.log(2 * jnp.pi * var)
+        )
 
     def score_at(self, alpha, sigma, x):
         _, mean = self._lse_and_mean(alpha, sigma, x)
@@ -669,10 +686,15 @@ class PointCloud(AbstractLaw):
 
         def body(carry, c):
             best, best_i = carry
-            z = self._logits(c, a, b, x) + jax.random.gumbel(jax.random.fold_in(key, c), (self.chunk_size,), best.dtype)
+            z = self._logits(c, a, b, x) + jax.random.gumbel(
+                jax.random.fold_in(key, c), (self.chunk_size,), best.dtype
+            )
             j = jnp.argmax(z)
             better = z[j] > best
-            return (jnp.where(better, z[j], best), jnp.where(better, (c * self.chunk_size + j).astype(best_i.dtype), best_i)), None
+            return (
+                jnp.where(better, z[j], best),
+                jnp.where(better, (c * self.chunk_size + j).astype(best_i.dtype), best_i),
+            ), None
 
         dtype = jnp.result_type(x, self.chunks, a)
         init = (jnp.array(-jnp.inf, dtype), jnp.array(0, jnp.int32))

@@ -34,7 +34,12 @@ def _quantiles(sorted_proj: Float[Array, "n P"], levels: Float[Array, " K"]) -> 
 
 
 def sliced_wasserstein(
-    x: Float[Array, "n d"], y: Float[Array, "m d"], *, key: PRNGKeyArray, n_projections: int = 256, p: float = 2.0
+    x: Float[Array, "n d"],
+    y: Float[Array, "m d"],
+    *,
+    key: PRNGKeyArray,
+    n_projections: int = 256,
+    p: float = 2.0,
 ) -> Float[Array, ""]:
     r"""Sliced Wasserstein-`p` distance $\big(E_\theta W_p^p(\theta_\# x, \theta_\# y)\big)^{1/p}$.
 
@@ -105,7 +110,9 @@ def nearest_neighbours(
     return jnp.sqrt(jnp.maximum(d2, 0.0)), idx
 
 
-def copy_fraction(x: Float[Array, "n d"], data: Float[Array, "N d"], ratio: float = 1 / 3) -> Float[Array, ""]:
+def copy_fraction(
+    x: Float[Array, "n d"], data: Float[Array, "N d"], ratio: float = 1 / 3
+) -> Float[Array, ""]:
     """Share of samples that are copies of a training point by the ratio test: the distance
     to the nearest training point is below `ratio` times the distance to the second nearest."""
     if jnp.shape(data)[0] < 2:
@@ -131,7 +138,7 @@ def distance_to_subspace(
     return jnp.linalg.norm(r - (r @ q) @ q.T, axis=1)
 
 
-def participation(weights: Float[Array, "... N"]) -> Float[Array, "..."]:
+def participation(weights: Float[Array, "... N"]) -> Float[Array, ...]:
     r"""$\sum_i w_i^2$ over the last axis: 1 when one training point carries all the weight,
     $1/N$ when the weights are uniform (the inverse participation ratio)."""
     return jnp.sum(jnp.square(weights), axis=-1)

@@ -108,7 +108,7 @@ class AbstractProcess(eqx.Module):
         z = jax.random.normal(key, jnp.shape(x0), dtype=jnp.result_type(x0, float))
         return self.alpha(t) * x0 + self.sigma(t) * z
 
-    def prior_sample(self, key: PRNGKeyArray, shape: tuple[int, ...], dtype=None) -> Float[Array, "..."]:
+    def prior_sample(self, key: PRNGKeyArray, shape: tuple[int, ...], dtype=None) -> Float[Array, ...]:
         """Draws from the prior `N(0, prior_std^2 I)` at `T`; `shape` is batch-first.
 
         Row `i` of a batch uses `fold_in(key, i)`, so it does not change with the batch size.

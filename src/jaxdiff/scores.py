@@ -48,15 +48,22 @@ class ExactScore(AbstractScore):
     def __init__(self, process: AbstractProcess, law: AbstractLaw):
         """**Arguments:** `process`, the forward process; `law`, the exact law of `X_0`."""
         if not isinstance(process, AbstractProcess):
-            raise ValueError(f"`process` must be a jaxdiff process (OU, VP, ...), got {type(process).__name__}")
+            raise ValueError(
+                f"`process` must be a jaxdiff process (OU, VP, ...), got {type(process).__name__}"
+            )
         if not isinstance(law, AbstractLaw):
             raise ValueError(f"`law` must be a jaxdiff law (PointCloud, ...), got {type(law).__name__}")
         self.process = process
         self.law = law
 
     def _at(self, t, x):
-        t = check_time("t", t, self.process.T, strictly_positive=self.law.singular,
-                       what=f"the score of a {type(self.law).__name__} is singular at t = 0")
+        t = check_time(
+            "t",
+            t,
+            self.process.T,
+            strictly_positive=self.law.singular,
+            what=f"the score of a {type(self.law).__name__} is singular at t = 0",
+        )
         check_sample_shape("x", x, self.law.dim)
         return self.process.alpha(t), self.process.sigma(t)
 

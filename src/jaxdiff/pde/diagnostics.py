@@ -25,31 +25,17 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import xlogy
 from jaxtyping import Array, Float
 
-from .._checks import as_float_array, is_concrete
+from .._checks import as_float_array, check_nonneg, is_concrete
 from .grid import Grid
 from .operators import Spectral, laplacian
 
 
 def _density(grid: Grid, name: str, u, *, nonneg: bool = True):
     u = grid.check_density(name, u)
-    if nonneg:
-        if is_concrete(u):
-            un = np.asarray(u)
-            if not np.all(np.isfinite(un)):
-                raise ValueError(f"`{name}` contains NaN or inf values")
-            if np.any(un < 0):
-                raise ValueError(
-                    f"`{name}` must be non-negative (a density), its smallest entry is {un.min():.3g}"
-                )
-        else:
-            u = eqx.error_if(
-                u, jnp.any(u < 0) | ~jnp.all(jnp.isfinite(u)), f"`{name}` must be a finite density >= 0"
-            )
-    return u
+    return check_nonneg(name, u) if nonneg else u
 
 
 def mass(grid: Grid, u: Float[Array, "*shape"]) -> Float[Array, ""]:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._checks import as_float_array, is_concrete
+from .._checks import as_float_array, check_nonneg, is_concrete
 from ..processes import AbstractProcess
 from .dynamics import AbstractDynamics, Forward
 from .grid import Grid
@@ -227,20 +227,6 @@ class CFLStepSize(dfx.AbstractStepSizeController):
 # ---------------------------------------------------------------------------------------
 
 
-def _check_nonneg(name: str, u):
-    if is_concrete(u):
-        un = np.asarray(u)
-        if not np.all(np.isfinite(un)):
-            raise ValueError(f"`{name}` contains NaN or inf values")
-        if np.any(un < 0):
-            raise ValueError(
-                f"`{name}` must be a density (non-negative), its smallest entry is {un.min():.3g}"
-            )
-        return u
-    u = eqx.error_if(u, ~jnp.all(jnp.isfinite(u)), f"`{name}` contains NaN or inf values")
-    return eqx.error_if(u, jnp.any(u < 0), f"`{name}` must be a density (non-negative)")
-
-
 def _check_cover(grid: Grid, name: str, u, tol, what: str):
     """Refuse densities with more than `tol` of their mass in the outermost cells."""
     if tol is None:
@@ -357,7 +343,7 @@ def solve_fokker_planck(
         )
     if score is not None and not callable(score):
         raise ValueError(f"`score` must be callable as score(t, x), got {type(score).__name__}")
-    p0 = _check_nonneg("p0", grid.check_density("p0", p0))
+    p0 = check_nonneg("p0", grid.check_density("p0", p0))
     p0 = _check_cover(grid, "p0", p0, boundary_tol, "the initial density")
 
     t0 = _scalar_time("t0", t0)
