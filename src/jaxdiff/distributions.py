@@ -588,7 +588,7 @@ class PointCloud(AbstractLaw):
     cache-sized tiles of queries (a `custom_vmap` rule; derivatives use the plain kernel).
 
     Streaming changes the order of the floating-point sums only: streamed and dense agree
-    to float rounding. Posterior sampling (Gumbel-max) draws its noise per chunk, so its
+    to float rounding. Posterior sampling draws its noise per chunk, so its
     random stream depends on `chunk_size`.
     """
 
@@ -680,21 +680,35 @@ class PointCloud(AbstractLaw):
         return Posterior(jax.nn.log_softmax(logits), self.points, None)
 
     def posterior_index(self, key: PRNGKeyArray, alpha, sigma, x) -> Int[Array, ""]:
-        """Index of a training point drawn from the posterior weights (streamed Gumbel-max)."""
+        """Index of a training point drawn from the posterior weights, streamed.
+
+        Within a chunk: inverse CDF (one uniform). Across chunks: weighted reservoir
+        sampling, the running pick replaced by chunk `c`'s with probability
+        `M_c / (M_1 + ... + M_c)` (one more uniform). Two uniforms per chunk instead of one
+        Gumbel variable per point: the exact sampler ran 4x faster than with Gumbel-max at
+        N = 1024 and 2x at N = 20000 (d = 2, 2048 samples, 200 steps, CPU).
+        """
         a = alpha / sigma**2
         b = 0.5 * alpha**2 / sigma**2
+        chunk = self.chunk_size
+
+        def pick(c, k):  # (log-mass of chunk c, an index in it drawn by inverse CDF)
+            logits = self._logits(c, a, b, x)
+            lse = jax.nn.logsumexp(logits)
+            cdf = jnp.cumsum(jnp.exp(logits - lse))
+            u = 1.0 - jax.random.uniform(k, (), cdf.dtype)  # in (0, 1]: never a zero-mass point
+            return lse, jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1]), chunk - 1).astype(jnp.int32)
+
+        if self.chunks.shape[0] == 1:
+            return pick(0, key)[1]
 
         def body(carry, c):
-            best, best_i = carry
-            z = self._logits(c, a, b, x) + jax.random.gumbel(
-                jax.random.fold_in(key, c), (self.chunk_size,), best.dtype
-            )
-            j = jnp.argmax(z)
-            better = z[j] > best
-            return (
-                jnp.where(better, z[j], best),
-                jnp.where(better, (c * self.chunk_size + j).astype(best_i.dtype), best_i),
-            ), None
+            log_w, idx = carry
+            k_in, k_take = jax.random.split(jax.random.fold_in(key, c))
+            lse, j = pick(c, k_in)
+            log_w_new = jnp.logaddexp(log_w, lse)
+            take = jax.random.uniform(k_take, (), log_w.dtype) < jnp.exp(lse - log_w_new)
+            return (log_w_new, jnp.where(take, (c * chunk + j).astype(jnp.int32), idx)), None
 
         dtype = jnp.result_type(x, self.chunks, a)
         init = (jnp.array(-jnp.inf, dtype), jnp.array(0, jnp.int32))
