@@ -488,11 +488,22 @@ def _streamer(n_points: int):
     """
 
     def rows(a, b, chunks, sq_norms, X):
-        n_chunks, chunk, _ = chunks.shape
+        n_chunks, chunk, d = chunks.shape
         ragged = n_points % chunk != 0
+        # Many queries per point coordinate: fold the scale and the norm term into the GEMM
+        # as one more column, `[a x, -b] @ [x_i, |x_i|^2]^T`, which saves a pass over the
+        # logits block (1.1x at d = 64, B = 4096) for a copy of each chunk that costs 1/B as
+        # much. With few queries per coordinate (d = 3072, B = 1024) that copy costs more than
+        # the pass it saves, so the plain form is kept.
+        folded = X.shape[0] >= 8 * (d + 1)
+        if folded:
+            Xa = jnp.concatenate([a[:, None] * X, -b[:, None]], axis=1)
 
         def logits_of(c, Dc, sc):
-            logits = a[:, None] * jnp.matmul(X, Dc.T, precision=_HIGHEST) - b[:, None] * sc[None, :]
+            if folded:
+                logits = jnp.matmul(Xa, jnp.concatenate([Dc, sc[:, None]], axis=1).T, precision=_HIGHEST)
+            else:
+                logits = a[:, None] * jnp.matmul(X, Dc.T, precision=_HIGHEST) - b[:, None] * sc[None, :]
             if ragged:  # the zero padding of the last chunk gets weight exactly 0
                 logits = jnp.where((c * chunk + jnp.arange(chunk) < n_points)[None, :], logits, -jnp.inf)
             return logits
