@@ -145,3 +145,40 @@ def test_dsm_loss_jits_and_differentiates():
     c, h = jnp.array(0.9), 1e-5
     fd = (loss(c + h) - loss(c - h)) / (2 * h)
     np.testing.assert_allclose(jax.grad(loss)(c), fd, rtol=1e-6)
+
+
+def _n_conditionals(fn, *args):
+    """Conditionals in the optimised HLO: each run-time `t` check (`eqx.error_if`) is one."""
+    return jax.jit(fn).lower(*args).compile().as_text().count(" conditional(")
+
+
+def test_losses_and_samplers_call_scores_without_time_checks():
+    """A loss draws t in [t_min, T] and a sampler's grid is checked once, so neither pays for a
+    per-call `error_if` (7% of a U-Net step); the user-facing score keeps its checks."""
+    import equinox as eqx
+
+    model = jd.nn.MLP(2, key=jax.random.PRNGKey(0), width=16, depth=1)
+    net = jd.NetworkScore(model, PROCESS)
+    exact = jd.ExactScore(PROCESS, jd.PointCloud(X0[:50]))
+    x = jnp.ones(2)
+    for score in (net, exact):
+        assert _n_conditionals(lambda t, x: score(t, x), 0.5, x) == 1
+        fast = score.without_time_checks()
+        assert _n_conditionals(lambda t, x: fast(t, x), 0.5, x) == 0
+        assert _n_conditionals(lambda t, x: fast.denoise(t, x), 0.5, x) == 0
+        np.testing.assert_array_equal(fast(0.5, x), score(0.5, x))
+        # the original still refuses a bad traced time, with the message for the bound broken
+        with pytest.raises(Exception, match="must be > 0"):
+            eqx.filter_jit(score)(jnp.array(0.0), x)
+        with pytest.raises(Exception, match="<= T"):
+            eqx.filter_jit(score)(jnp.array(PROCESS.T + 1.0), x)
+        with pytest.raises(Exception, match="must be > 0"):
+            eqx.filter_jit(score)(jnp.array(jnp.nan), x)
+    loss = jd.DSMLoss()
+    assert _n_conditionals(lambda s: loss(s, PROCESS, X0[:64], key=KEY), net) == 0
+    assert _n_conditionals(lambda s: jax.grad(lambda s: loss(s, PROCESS, X0[:64], key=KEY))(s), net) == 0
+    sliced = jd.SlicedScoreMatchingLoss()
+    assert _n_conditionals(lambda s: sliced(s, PROCESS, X0[:64], key=KEY), net) == 0
+    # a sampler under an outer jit keeps one check: the output's NaN guard, not one per step
+    run = lambda s: jd.sample(KEY, s, PROCESS, (8, 2), sampler=jd.ReverseSDE(), steps=20)
+    assert _n_conditionals(run, net) <= 1

@@ -42,8 +42,12 @@ def check_finite(name: str, x):
     return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"`{name}` contains NaN or inf values")
 
 
-def check_time(name: str, t, T, *, strictly_positive: bool, what: str = ""):
-    """Check `0 < t <= T` (or `0 <= t <= T`); `what` says why `t = 0` is refused."""
+def check_time(name: str, t, T, *, strictly_positive: bool, what: str = "", traced: bool = True):
+    """Check `0 < t <= T` (or `0 <= t <= T`); `what` says why `t = 0` is refused.
+
+    A concrete `t` is checked here and now. A traced one gets one `eqx.error_if` (both
+    bounds in one conditional) unless `traced=False`, for callers whose times are valid by
+    construction (see `AbstractScore.without_time_checks`)."""
     lo_ok = (lambda v: v > 0) if strictly_positive else (lambda v: v >= 0)
     lo_msg = f"`{name}` must be > 0" + (f" ({what})" if what else "")
     if not strictly_positive:
@@ -63,8 +67,11 @@ def check_time(name: str, t, T, *, strictly_positive: bool, what: str = ""):
     t = jnp.asarray(t)
     if t.shape != ():
         raise ValueError(f"`{name}` must be a scalar time, got shape {t.shape}")
-    t = eqx.error_if(t, ~(lo_ok(t) & jnp.isfinite(t)), lo_msg)
-    return eqx.error_if(t, t > T * (1 + 1e-6), hi_msg)
+    if not traced:
+        return t
+    lo_bad = ~(lo_ok(t) & jnp.isfinite(t))
+    hi_bad = t > T * (1 + 1e-6)
+    return eqx.branched_error_if(t, lo_bad | hi_bad, jnp.where(lo_bad, 0, 1), [lo_msg, hi_msg])
 
 
 def check_sample_shape(name: str, x, dim: int):

@@ -32,6 +32,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._checks import as_float_array, check_finite, check_time
 from .processes import AbstractProcess
+from .scores import without_time_checks
 
 
 class AbstractDivergence(eqx.Module):
@@ -87,6 +88,8 @@ class Hutchinson(AbstractDivergence):
 @eqx.filter_jit
 def _solve(score, process, x, t_end, probes, *, divergence, solver, stepsize_controller, dt0, max_steps,
            adjoint, prior_log_prob):
+    score = without_time_checks(score)  # t runs over [t_end, T], checked by the caller
+
     def field(t, y, args):
         xt, _ = y
         v = lambda z: process.f(t) * z - 0.5 * process.g2(t) * score(t, z)

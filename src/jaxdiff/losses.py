@@ -46,6 +46,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from ._checks import as_float_array, check_finite, check_time, is_concrete
 from .distributions import AbstractLaw, Posterior
 from .processes import AbstractProcess
+from .scores import without_time_checks
 
 Scalar = Float[ArrayLike, ""]
 
@@ -225,6 +226,7 @@ class DSMLoss(AbstractLoss):
 
     def terms(self, score, process, x0, *, key):
         t_min = _check_t_min(self.t_min, process)
+        score = without_time_checks(score)  # t is drawn in [t_min, T]
 
         def one(k, x):
             t, w, z, xt = _noise_example(k, process, self.time_sampler, t_min, x)
@@ -245,6 +247,7 @@ class SlicedScoreMatchingLoss(AbstractLoss):
 
     def terms(self, score, process, x0, *, key):
         t_min = _check_t_min(self.t_min, process)
+        score = without_time_checks(score)  # t is drawn in [t_min, T]
 
         def one(k, x):
             k_noise, kv = jax.random.split(k)
@@ -388,6 +391,8 @@ def fisher_divergence(
 
 @eqx.filter_jit
 def _fisher_terms(score, exact_score, process, x0, key, t, weighting, time_sampler, t_min):
+    # t was checked by the caller, or is drawn in [t_min, T]
+    score, exact_score = without_time_checks(score), without_time_checks(exact_score)
     if t is not None:
 
         def one(k, x):

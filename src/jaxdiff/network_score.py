@@ -38,7 +38,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import check_time
 from .processes import AbstractProcess
-from .scores import AbstractScore
+from .scores import AbstractScore, _unchecked_copy
 
 Scalar = Float[ArrayLike, ""]
 
@@ -135,6 +135,7 @@ class NetworkScore(AbstractScore):
     model: eqx.Module
     process: AbstractProcess
     parametrisation: AbstractParametrisation
+    check_times: bool = eqx.field(static=True)
 
     def __init__(self, model, process: AbstractProcess,
                  parametrisation: AbstractParametrisation | None = None):
@@ -159,10 +160,15 @@ class NetworkScore(AbstractScore):
         self.model = model
         self.process = process
         self.parametrisation = parametrisation
+        self.check_times = True
+
+    def without_time_checks(self) -> NetworkScore:
+        return _unchecked_copy(self)
 
     def __call__(self, t, x):
         t = check_time("t", t, self.process.T, strictly_positive=True,
-                       what="a network score is parametrised through sigma(t), which vanishes at t = 0")
+                       what="a network score is parametrised through sigma(t), which vanishes at t = 0",
+                       traced=self.check_times)
         p, proc = self.parametrisation, self.process
         out = self.model(p.c_noise(proc, t), p.c_in(proc, t) * x)
         return p.score(proc, t, x, out.astype(jnp.result_type(out, x)))

@@ -45,7 +45,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .processes import AbstractProcess
-from .scores import AbstractScore
+from .scores import AbstractScore, without_time_checks
 
 BATCH = "batch"
 """The name of the mesh axis that the batch is split over."""
@@ -330,6 +330,10 @@ class _ShardedScore(AbstractScore):
 
     def __call__(self, t, x):
         return _hinted_call(self.score, self.sharding, t, x)
+
+    def without_time_checks(self):
+        inner = without_time_checks(self.score)
+        return _ShardedScore(score=inner, process=self.process, sharding=self.sharding)
 
     def denoise(self, t, x):
         if isinstance(self.score, AbstractScore):  # keep the score's own (e.g. exact) denoiser

@@ -32,7 +32,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from .._checks import as_float_array, check_finite, is_concrete
 from ..processes import AbstractProcess
-from ..scores import AbstractScore
+from ..scores import AbstractScore, without_time_checks
 from .grids import AbstractGrid, LogSNRGrid
 
 Scalar = Float[ArrayLike, ""]
@@ -337,6 +337,7 @@ def _sample(
     ts = grid(process, steps, t_end) if isinstance(grid, AbstractGrid) else grid
     if check_score:  # at trace time only: once per compilation, not once per call
         _check_score(score, shape, ts.dtype)
+    score = without_time_checks(score)  # the grid is checked: no error_if per step
     k_init, k_noise = jax.random.split(key)
     x = sampler.initial(k_init, process, ts, shape) if x_init is None else x_init.astype(ts.dtype)
 
