@@ -170,6 +170,53 @@ def peak_memory(n: int = 1_000_000, d: int = 64, batch: int = 4096) -> dict:
     )  # fmt: skip
 
 
+def _round_mantissa(x: np.ndarray, bits: int) -> np.ndarray:
+    """float32 `x` rounded to nearest on a `bits`-bit mantissa (TF32: 10, bfloat16: 7)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    drop = 23 - bits
+    keep = np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)
+    return ((u + np.uint32((1 << (drop - 1)) - 1) + ((u >> drop) & 1)) & keep).view(np.float32)
+
+
+def precision_error(n: int = 1000, d: int = 64, batch: int = 256) -> list[dict]:
+    """Why the score's products run at full float32 precision (issue 8: reduced-precision matmuls
+    only "where the error budget allows"): the score error when the operands of both products
+    are rounded as a GPU's TF32 or bfloat16 matmul rounds them, against float64, at three times.
+    The logits are scaled by alpha / sigma^2, so operand rounding is amplified as t -> 0."""
+    rng = np.random.default_rng(0)
+    P = rng.standard_normal((n, d))
+    process = jd_ou()
+    out = []
+    for t in (0.5, 0.05, 0.005):
+        a, s2 = float(process.alpha(t)), float(process.sigma2(t))
+        Q = a * P[rng.integers(0, n, batch)] + np.sqrt(s2) * rng.standard_normal((batch, d))
+
+        def score(Q, P, rnd, dtype):
+            Q, P = Q.astype(dtype), P.astype(dtype)
+            # the kernel's folded GEMM: [a/s2 x, -a^2/(2 s2)] @ [x_i, |x_i|^2]^T, then softmax @ points
+            lhs = np.concatenate([(a / s2) * Q, np.full((len(Q), 1), -0.5 * a * a / s2, dtype)], 1)
+            rhs = np.concatenate([P, np.sum(P * P, 1, keepdims=True)], 1)
+            logits = rnd(lhs) @ rnd(rhs).T
+            w = np.exp(logits - logits.max(1, keepdims=True))
+            mean = (rnd(w) @ rnd(P)) / w.sum(1, keepdims=True)
+            return (a * mean - Q) / s2
+
+        exact = score(Q, P, lambda v: v, np.float64)
+        scale = np.max(np.abs(exact))
+        for name, rnd in (("float32", lambda v: v), ("TF32 operands", lambda v: _round_mantissa(v, 10)),
+                          ("bfloat16 operands", lambda v: _round_mantissa(v, 7))):
+            err = float(np.max(np.abs(score(Q, P, rnd, np.float32) - exact)) / scale)
+            case = f"score error, {name}, t={t} (OU, d={d})"
+            out.append(row(case, err, "max rel. error", sigma=float(np.sqrt(s2))))
+    return out  # fmt: skip
+
+
+def jd_ou():
+    import jaxdiff as jd
+
+    return jd.OU()
+
+
 def run(quick: bool = True) -> dict:
     backend = jax.default_backend()
     tgt = targets(backend)
@@ -180,6 +227,7 @@ def run(quick: bool = True) -> dict:
         rounds = 2 if n * b * d >= 10**11 else (9 if (d, n, b) in tgt else (3 if quick else 5))
         rows.append(one_case(d, n, b, rounds, tgt.get((d, n, b))))
     rows.append(peak_memory())
+    rows += precision_error()
     return {
         "title": "Exact empirical score: throughput vs same-run matmul, peak memory",
         "rows": rows,
@@ -190,6 +238,9 @@ def run(quick: bool = True) -> dict:
             "ratio_cpu_time: the same ratio from process CPU time "
             "(less sensitive to other load on the machine)",
             "peak memory row: value in GiB, reference 2 GiB, ratio = value / 2 GiB (target < 1)",
+            "score error rows: max |error| / max |score| against float64, with the operands of both "
+            "products rounded as TF32 / bfloat16 matmuls round them (emulated in NumPy): why the kernel "
+            "asks for Precision.HIGHEST on every backend",
         ],
     }
 
