@@ -12,7 +12,8 @@ plain step computes exactly that loss, `|eps_hat - z|^2`, written the simplest w
 host sync per chunk. Its default runs each chunk as one `lax.scan` for the MLP and one
 dispatch per step for the U-Net (`fuse_steps`); the MLP is also timed with
 `fuse_steps=False`. Each timing is the best of `repeats` runs after a warm-up that
-compiles; the two sides are interleaved so that load from other processes hits both alike.
+compiles; the two sides are interleaved, in ABBA order, so that load from other processes
+and drifts in the machine's speed hit both alike.
 CPU figures from one run on one shared machine: read the ratio, not the absolute rates.
 """
 
@@ -85,9 +86,15 @@ def _case(name, model, data, batch_size, steps, repeats, stepwise: bool):
     if stepwise:
         _time_jaxdiff(score, data, process, optimizer, batch_size, steps, fuse=False)
     ours, plain, ours_stepwise = [], [], []
-    for _ in range(repeats):
-        ours.append(_time_jaxdiff(score, data, process, optimizer, batch_size, steps))
-        plain.append(_time_plain(step, model, optimizer, data, steps))
+    for i in range(repeats):
+        # ABBA order: whichever side runs first in a round (on a warmer or colder machine)
+        # alternates, so a drift in the machine's speed cannot favour one side
+        if i % 2 == 0:
+            ours.append(_time_jaxdiff(score, data, process, optimizer, batch_size, steps))
+            plain.append(_time_plain(step, model, optimizer, data, steps))
+        else:
+            plain.append(_time_plain(step, model, optimizer, data, steps))
+            ours.append(_time_jaxdiff(score, data, process, optimizer, batch_size, steps))
         if stepwise:
             t = _time_jaxdiff(score, data, process, optimizer, batch_size, steps, fuse=False)
             ours_stepwise.append(t)
@@ -110,7 +117,7 @@ def _case(name, model, data, batch_size, steps, repeats, stepwise: bool):
 def run(quick: bool = True) -> dict:
     """Both cases; `quick` keeps it to about a minute on a laptop CPU."""
     key = jax.random.PRNGKey(0)
-    mlp_steps, unet_steps, repeats = (200, 30, 5) if quick else (2000, 200, 7)
+    mlp_steps, unet_steps, repeats = (200, 20, 8) if quick else (2000, 200, 8)
     results = {
         "platform": platform.platform(), "device": str(jax.devices()[0]), "backend": jax.default_backend(),
         "jax": jax.__version__, "quick": quick, "cases": [],
