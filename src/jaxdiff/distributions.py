@@ -491,17 +491,20 @@ def _streamer(n_points: int):
         n_chunks, chunk, d = chunks.shape
         ragged = n_points % chunk != 0
         # Many queries per point coordinate: fold the scale and the norm term into the GEMM
-        # as one more column, `[a x, -b] @ [x_i, |x_i|^2]^T`, which saves a pass over the
+        # as one more column, `[-b, a x] @ [|x_i|^2, x_i]^T`, which saves a pass over the
         # logits block (1.1x at d = 64, B = 4096) for a copy of each chunk that costs 1/B as
         # much. With few queries per coordinate (d = 3072, B = 1024) that copy costs more than
-        # the pass it saves, so the plain form is kept.
+        # the pass it saves, so the plain form is kept. The norm column goes first: the GEMM's
+        # sum then starts from the large term that the products cancel, whatever the kernel's
+        # blocking, so per-device GEMMs of a sharded batch round alike (float32 sampling on 4
+        # devices vs 1: 2.7e-6 relative with it first, 1.6e-5 with it last).
         folded = X.shape[0] >= 8 * (d + 1)
         if folded:
-            Xa = jnp.concatenate([a[:, None] * X, -b[:, None]], axis=1)
+            Xa = jnp.concatenate([-b[:, None], a[:, None] * X], axis=1)
 
         def logits_of(c, Dc, sc):
             if folded:
-                logits = jnp.matmul(Xa, jnp.concatenate([Dc, sc[:, None]], axis=1).T, precision=_HIGHEST)
+                logits = jnp.matmul(Xa, jnp.concatenate([sc[:, None], Dc], axis=1).T, precision=_HIGHEST)
             else:
                 logits = a[:, None] * jnp.matmul(X, Dc.T, precision=_HIGHEST) - b[:, None] * sc[None, :]
             if ragged:  # the zero padding of the last chunk gets weight exactly 0
