@@ -21,6 +21,7 @@ conditions. Both wall-clock and process CPU time are kept; ratios use wall-clock
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["measure", "row", "meets", "machine", "run_python", "progress"]
+__all__ = ["measure", "row", "meets", "machine", "run_python", "progress", "standalone"]
 
 
 def _block(out):
@@ -133,3 +134,27 @@ def progress(iterable, desc: str, total: int | None = None):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr)
+
+
+def standalone(run: Callable[..., dict], name: str, doc: str, argv: list[str] | None = None,
+               after: Callable[[dict, str], None] | None = None) -> dict:
+    """`python -m benchmarks.bench_<name> [--full] [--out PATH]`: run one module, write its
+    JSON (default `bench-out/<name>.json`), print its rows; `after(result, out)` adds files."""
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="the full sizes (default: quick)")
+    parser.add_argument("--out", default=os.path.join("bench-out", f"{name}.json"))
+    args = parser.parse_args(argv)
+    res = run(quick=not args.full)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    if after is not None:
+        after(res, args.out)
+    for r in res.get("rows", []):
+        ratio = "" if r.get("ratio") is None else f"  ratio {r['ratio']:.3g}"
+        met = "met" if r.get("ok") else "NOT met"
+        target = "" if r.get("target") is None else f" (target {r['target']}: {met})"
+        print(f"{r['case']}: {r['value']:.4g} {r['unit']}{ratio}{target}")
+    print("\n".join(res.get("notes", [])))
+    print(f"wrote {args.out}")
+    return res

@@ -19,8 +19,6 @@ the observed order.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
@@ -214,22 +212,11 @@ def run(quick: bool = True) -> dict:
     )
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="longer intervals and finer grids")
-    parser.add_argument("--out", default="bench-out/pde.json")
-    args = parser.parse_args(argv)
-    result = run(quick=not args.full)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    plot(result["accuracy"], os.path.splitext(args.out)[0] + ".png")
-    for r in result["rows"]:
-        ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.3g}"
-        print(f"{r['case']:<60} {r['value']:.4g} {r['unit']}{ratio}")
-    print("\n".join(result["notes"]))
-    print(f"wrote {args.out}")
+def main(argv=None) -> dict:
+    from benchmarks import standalone
 
+    return standalone(run, "pde", __doc__, argv,
+                      after=lambda res, out: plot(res["accuracy"], os.path.splitext(out)[0] + ".png"))
 
 if __name__ == "__main__":
     main()

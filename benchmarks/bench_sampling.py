@@ -15,9 +15,6 @@ about one floor standard deviation of 1 is indistinguishable from exact sampling
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import platform
 import time
 
@@ -349,19 +346,10 @@ def _rows(res: dict) -> list[dict]:
     return out  # fmt: skip
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="larger sample sizes and more repetitions")
-    parser.add_argument("--out", default=os.path.join("bench-out", "sampling.json"))
-    args = parser.parse_args(argv)
-    res = run(quick=not args.full)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=2)
-    h = res["sde_speed"]["headline"]
-    print(f"wrote {args.out}; ReverseSDE / hand scan (same noise): wall {h['wall_vs_same_noise_loop']:.3f}, "
-          f"cpu {h['cpu_vs_same_noise_loop']:.3f}")
+def main(argv=None) -> dict:
+    from benchmarks import standalone
 
+    return standalone(run, "sampling", __doc__, argv)
 
 if __name__ == "__main__":
     main()

@@ -246,6 +246,6 @@ def run(quick: bool = True) -> dict:
 
 
 if __name__ == "__main__":
-    import json
+    from benchmarks import standalone
 
-    print(json.dumps(run(quick=True), indent=2))
+    standalone(run, "score", __doc__)

@@ -19,9 +19,6 @@ CPU figures from one run on one shared machine: read the ratio, not the absolute
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import platform
 import time
 
@@ -158,20 +155,9 @@ def _rows(cases: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="longer timings (default: quick)")
-    parser.add_argument("--out", default=os.path.join("bench-out", "training.json"))
-    args = parser.parse_args(argv)
-    res = run(quick=not args.full)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=2)
-    for c in res["cases"]:
-        print(f"{c['case']}: jaxdiff {c['jaxdiff_train_steps_per_s']:.1f} steps/s, plain "
-              f"{c['plain_eqx_optax_steps_per_s']:.1f} steps/s, ratio {c['ratio_jaxdiff_over_plain']:.2f}")
-    print(f"wrote {args.out}")
-    return res
+    from benchmarks import standalone
 
+    return standalone(run, "training", __doc__, argv)
 
 if __name__ == "__main__":
     main()
