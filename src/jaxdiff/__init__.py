@@ -84,6 +84,23 @@ from .training import (
     train as train,
 )
 
+# --- conditional generation -------------------------------------------------------------
+from . import conditional as conditional
+from .conditional import (
+    DPS as DPS,
+    AbstractConditionalScore as AbstractConditionalScore,
+    ClassifierFreeGuidance as ClassifierFreeGuidance,
+    ClassifierGuidance as ClassifierGuidance,
+    ExactClassifier as ExactClassifier,
+    Labelled as Labelled,
+    LabelledExactScore as LabelledExactScore,
+    LinearObservation as LinearObservation,
+    PiGDM as PiGDM,
+    Replacement as Replacement,
+    guide as guide,
+    posterior_given as posterior_given,
+)
+
 # --- density view (issue 6): jaxdiff.pde, imported lazily below ------------------------
 
 # --- metrics --------------------------------------------------------------------------

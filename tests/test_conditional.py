@@ -1,0 +1,255 @@
+"""Conditional generation: labelled laws, exact posteriors, guidance, posterior samplers (float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+import jaxdiff as jd
+from jaxdiff.metrics import sliced_wasserstein
+
+
+def _labelled_mixture():
+    means = jnp.array([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
+    law = jd.GaussianMixture(means, jnp.array([0.5, 0.7, 0.4, 0.6]), jnp.array([0.1, 0.2, 0.3, 0.4]))
+    return jd.Labelled(law, jnp.array([0, 1, 1, 0]))
+
+
+def _full_mixture():
+    means = jnp.array([[-1.5, 0.5], [1.0, -0.5], [0.5, 1.5]])
+    covs = jnp.array([[[0.5, 0.2], [0.2, 0.3]], [[0.2, -0.1], [-0.1, 0.4]], [[0.3, 0.0], [0.0, 0.1]]])
+    return jd.GaussianMixture(means, weights=jnp.array([0.3, 0.5, 0.2]), covs=covs)
+
+
+# ---- labelled laws ------------------------------------------------------------------
+
+
+def test_conditional_law_at_t0_is_the_class_mixture():
+    lab = _labelled_mixture()
+    x = jnp.array([0.3, -0.7])
+    law1 = lab.condition(1)
+    # independent: scipy densities of components 1, 2 with renormalised weights 0.2, 0.3
+    p = (0.2 * multivariate_normal.pdf(x, [2.0, 0.0], 0.49) + 0.3 * multivariate_normal.pdf(x, [0.0, 2.0], 0.16)) / 0.5
+    assert float(law1.log_prob(x)) == pytest.approx(np.log(p), rel=1e-12)
+    np.testing.assert_allclose(lab.class_weights(), [0.5, 0.5], rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["mixture", "cloud"])
+def test_conditional_score_is_grad_of_bayes_log_density(kind):
+    """score of X_t | y == grad_x [log p_t(x) + log p(y | X_t = x)] (Bayes), at several t."""
+    if kind == "mixture":
+        lab = _labelled_mixture()
+    else:
+        pts = jax.random.normal(jax.random.PRNGKey(1), (12, 2))
+        lab = jd.Labelled(jd.PointCloud(pts), jnp.arange(12) % 3)
+    process = jd.VP()
+    xs = jax.random.normal(jax.random.PRNGKey(2), (5, 2))
+
+    @jax.jit
+    def both(t, cond_law, y):
+        a, s = process.alpha(t), process.sigma(t)
+        cond = jd.ExactScore(process, cond_law)
+        bayes = jax.grad(lambda x: lab.log_prob_at(a, s, x) + lab.log_classifier_at(a, s, x, y))
+        lp_bayes = lambda x: (lab.log_prob_at(a, s, x) + lab.log_classifier_at(a, s, x, y)
+                              - jnp.log(lab.class_weights()[y]))  # fmt: skip
+        return (jax.vmap(cond, (None, 0))(t, xs), jax.vmap(bayes)(xs),
+                jax.vmap(cond.log_prob, (None, 0))(t, xs), jax.vmap(lp_bayes)(xs))  # fmt: skip
+
+    for t in (0.05, 0.3, 0.9):
+        for y in range(lab.n_classes):
+            s1, s2, l1, l2 = both(jnp.array(t), lab.condition(y), jnp.array(y))
+            np.testing.assert_allclose(s1, s2, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(l1, l2, rtol=1e-10, atol=1e-10)
+
+
+def test_classifier_probabilities_sum_to_one_and_tend_to_the_prior():
+    lab = _labelled_mixture()
+    process = jd.VP()
+    x = jnp.array([1.0, 0.5])
+    lp = lab.log_class_probs_at(process.alpha(0.2), process.sigma(0.2), x)
+    assert float(jnp.sum(jnp.exp(lp))) == pytest.approx(1.0, abs=1e-12)
+    clf = lab.classifier(process, 1)
+    assert float(clf(0.2, x)) == pytest.approx(float(lp[1]), abs=1e-12)
+    # at T the noised law forgets X_0: p(y | x_T) ~ P(Y = y) = 0.5
+    assert float(jnp.exp(clf(1.0, x))) == pytest.approx(0.5, abs=1e-2)
+
+
+def test_point_cloud_condition_selects_points():
+    pts = jnp.arange(10.0).reshape(5, 2)
+    lab = jd.Labelled(jd.PointCloud(pts), jnp.array([0, 1, 0, 1, 1]))
+    np.testing.assert_array_equal(lab.condition(1).points, pts[jnp.array([1, 3, 4])])
+
+
+# ---- linear observations: exact posteriors ----------------------------------------------
+
+
+def test_mixture_posterior_matches_bayes_on_a_grid():
+    prior = _full_mixture()
+    obs = jd.LinearObservation(jnp.array([[1.0, 0.5]]), 0.3)
+    y = jnp.array([0.7])
+    post = jd.posterior_given(prior, obs, y)
+    g = jnp.linspace(-6.0, 6.0, 301)
+    X = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    # Bayes on the grid, independently: prior density (scipy) times the Gaussian likelihood
+    prior_pdf = sum(
+        float(w) * multivariate_normal.pdf(np.asarray(X), np.asarray(m), np.asarray(c))
+        for w, m, c in zip(prior.weights, prior.means, prior.covariances)
+    )
+    lik = multivariate_normal.pdf(np.asarray(X) @ np.array([1.0, 0.5]), 0.7, 0.09)
+    bayes = prior_pdf * lik
+    bayes = bayes / (bayes.sum() * float(g[1] - g[0]) ** 2)
+    closed = np.exp(np.asarray(jax.vmap(post.log_prob)(X)))
+    assert np.max(np.abs(closed - bayes)) < 1e-9 * np.max(bayes) + 1e-12
+    # the same with a wrong observation value is far off (the check can fail)
+    wrong = np.exp(np.asarray(jax.vmap(jd.posterior_given(prior, obs, y + 0.1).log_prob)(X)))
+    assert np.max(np.abs(wrong - bayes)) > 1e-2 * np.max(bayes)
+
+
+def test_gaussian_and_point_cloud_posteriors():
+    prior = jd.Gaussian(jnp.array([1.0, -1.0, 0.0]), jnp.diag(jnp.array([1.0, 2.0, 0.5])))
+    obs = jd.LinearObservation.inpainting(np.array([True, False, True]), 0.5)
+    post = jd.posterior_given(prior, obs, jnp.array([2.0, 1.0]))
+    assert isinstance(post, jd.Gaussian)
+    # independent coordinates: observed ones shrink toward y by v / (v + s^2), the other stays
+    np.testing.assert_allclose(post.mean, [1.0 + 0.8 * 1.0, -1.0, 0.5 / 0.75 * 1.0], rtol=1e-12)
+    np.testing.assert_allclose(jnp.diag(post.cov), [0.2, 2.0, 0.5 * 0.25 / 0.75], rtol=1e-10)
+    pts = jnp.array([[0.0, 0.0, 0.0], [1.0, 0.0, 2.0], [3.0, 1.0, 1.0]])
+    postc = jd.posterior_given(jd.PointCloud(pts), obs, jnp.array([1.0, 1.5]))
+    lw = -0.5 * np.sum((np.array([1.0, 1.5]) - np.asarray(pts)[:, [0, 2]]) ** 2, 1) / 0.25
+    np.testing.assert_allclose(postc.weights, np.exp(lw) / np.exp(lw).sum(), rtol=1e-10)
+
+
+def test_exact_sampler_on_the_posterior_is_at_the_noise_floor():
+    prior = _full_mixture()
+    obs = jd.LinearObservation(jnp.array([[1.0, 0.5]]), 0.3)
+    post = jd.posterior_given(prior, obs, jnp.array([0.7]))
+    n, proc = 1000, jd.VP()
+    xs = jd.sample(jax.random.PRNGKey(0), None, proc, (n, 2), sampler=jd.ExactSampler(post), steps=4)
+    ref = post.sample(jax.random.PRNGKey(1), n)
+    floors = [sliced_wasserstein(post.sample(jax.random.PRNGKey(10 + i), n), post.sample(jax.random.PRNGKey(20 + i), n),
+                                 key=jax.random.PRNGKey(3)) for i in range(3)]  # fmt: skip
+    d = sliced_wasserstein(xs, ref, key=jax.random.PRNGKey(3))
+    assert float(d) < 2.0 * max(float(f) for f in floors)
+    # the prior is far from the posterior on this statistic: the check can fail
+    assert float(sliced_wasserstein(prior.sample(jax.random.PRNGKey(4), n), ref, key=jax.random.PRNGKey(3))) > 5 * float(d)
+
+
+# ---- guidance -------------------------------------------------------------------------
+
+
+def test_cfg_equals_classifier_guidance_with_the_exact_classifier():
+    lab = _labelled_mixture()
+    process = jd.VP()
+    ls = jd.LabelledExactScore(process, lab)
+    x = jnp.array([0.4, -0.3])
+    for scale in (0.0, 1.0, 2.5):
+        cfg = jd.guide(ls, 1, scale)
+        cg = jd.ClassifierGuidance(ls.unconditional(), lab.classifier(process, 1), scale)
+        np.testing.assert_allclose(cfg(0.4, x), cg(0.4, x), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(jd.guide(ls, 1, 1.0)(0.4, x), ls.conditional(1)(0.4, x), rtol=1e-12)
+    inter = jd.guide(ls, 1, 3.0, interval=(0.5, 0.8))
+    np.testing.assert_allclose(inter(0.4, x), ls.conditional(1)(0.4, x), rtol=1e-12)
+    np.testing.assert_allclose(inter(0.6, x), jd.guide(ls, 1, 3.0)(0.6, x), rtol=1e-12)
+
+
+def test_pigdm_is_exact_for_an_isotropic_gaussian_prior():
+    """For a prior N(m, sd^2 I), X_0 | X_t is Gaussian with variance r_t^2 I: PiGDM's
+    likelihood is then exact, so it equals the score of the exact posterior law."""
+    sd = 0.8
+    prior = jd.Gaussian(jnp.array([0.5, -1.0, 0.2]), sd**2 * jnp.eye(3))
+    obs = jd.LinearObservation(jnp.array([[1.0, 0.3, 0.0], [0.0, 1.0, -1.0]]), 0.2)
+    y = jnp.array([0.4, -0.6])
+    process = jd.VP()
+    pig = jd.PiGDM(jd.ExactScore(process, prior), obs, y, sigma_data=sd)
+    exact = jd.ExactScore(process, jd.posterior_given(prior, obs, y))
+    for t, x in ((0.1, jnp.array([0.1, 0.2, 0.3])), (0.6, jnp.array([-1.0, 0.5, 2.0]))):
+        np.testing.assert_allclose(pig(t, x), exact(t, x), rtol=1e-8, atol=1e-8)
+    # a wrong sigma_data breaks the identity (the check can fail)
+    wrong = jd.PiGDM(jd.ExactScore(process, prior), obs, y, sigma_data=1.0)
+    assert float(jnp.max(jnp.abs(wrong(0.6, jnp.zeros(3)) - exact(0.6, jnp.zeros(3))))) > 1e-3
+
+
+def test_dps_formula_for_a_gaussian_prior():
+    sd, process = 0.8, jd.VP()
+    prior = jd.Gaussian(jnp.zeros(2), sd**2 * jnp.eye(2))
+    obs = jd.LinearObservation(jnp.array([[1.0, 2.0]]), 0.5)
+    y = jnp.array([1.0])
+    dps = jd.DPS(jd.ExactScore(process, prior), obs, y, scale=0.5)
+    t, x = 0.3, jnp.array([0.2, -0.4])
+    a, s2 = process.alpha(t), process.sigma2(t)
+    gain = a * sd**2 / (a**2 * sd**2 + s2)  # x0_hat = gain * x, J = gain I
+    r = y - obs.A @ (gain * x)
+    expected = -x / (a**2 * sd**2 + s2) + 0.5 * gain * (obs.A.T @ r) / 0.25
+    np.testing.assert_allclose(dps(t, x), expected, rtol=1e-10)
+
+
+def test_replacement_pins_the_observed_coordinates():
+    prior = _full_mixture()
+    obs = jd.LinearObservation.inpainting(np.array([True, False]))
+    y = jnp.array([0.9])
+    process = jd.VP()
+    sampler = jd.Replacement(obs, y, resample=2)
+    assert sampler.nfe(5) == 10
+    xs = jd.sample(jax.random.PRNGKey(0), jd.ExactScore(process, prior), process, (50, 2), sampler=sampler, steps=5)
+    # x_{t_end}[0] = alpha y + sigma z: within 6 sigma(t_end) of alpha y
+    assert float(jnp.max(jnp.abs(xs[:, 0] - process.alpha(1e-3) * 0.9))) < 6 * float(process.sigma(1e-3))
+
+
+# ---- differentiability ----------------------------------------------------------------
+
+
+def _fd(f, v, h=1e-5):
+    return (f(v + h) - f(v - h)) / (2 * h)
+
+
+def test_gradients_in_scale_and_observation_match_finite_differences():
+    lab = _labelled_mixture()
+    process = jd.VP()
+    ls = jd.LabelledExactScore(process, lab)
+    key = jax.random.PRNGKey(0)
+
+    def f_scale(w):
+        xs = jd.sample(key, jd.guide(ls, 1, w), process, (4, 2), sampler=jd.DDIM(), steps=4)
+        return jnp.sum(xs**2)
+
+    w = jnp.array(2.0)
+    assert float(jax.grad(f_scale)(w)) == pytest.approx(float(_fd(f_scale, w)), rel=1e-5)
+
+    prior = _full_mixture()
+    obs = jd.LinearObservation(jnp.array([[1.0, 0.5]]), 0.3)
+
+    def f_obs(y):
+        pig = jd.PiGDM(jd.ExactScore(process, prior), obs, jnp.reshape(y, (1,)))
+        xs = jd.sample(key, pig, process, (4, 2), sampler=jd.DDIM(), steps=4)
+        return jnp.sum(xs[:, 0]) + jd.posterior_given(prior, obs, jnp.reshape(y, (1,))).mean() @ jnp.array([1.0, 2.0])
+
+    y = jnp.array(0.7)
+    assert float(jax.grad(f_obs)(y)) == pytest.approx(float(_fd(f_obs, y)), rel=1e-5)
+
+
+# ---- bad input ------------------------------------------------------------------------
+
+
+def test_bad_input_is_refused_clearly():
+    lab = _labelled_mixture()
+    process = jd.VP()
+    with pytest.raises(ValueError, match="class in 0..1"):
+        lab.condition(2)
+    with pytest.raises(ValueError, match="class in 0..1"):
+        lab.classifier(process, -1)
+    with pytest.raises(ValueError, match="one label per mixture component"):
+        jd.Labelled(lab.law, jnp.array([0, 1]))
+    with pytest.raises(ValueError, match="noise_std"):
+        jd.LinearObservation(jnp.eye(2), -0.1)
+    obs = jd.LinearObservation(jnp.ones((1, 3)), 0.1)
+    with pytest.raises(ValueError, match=r"shape \(m, 2\)"):
+        jd.posterior_given(lab, obs, jnp.array([1.0]))
+    with pytest.raises(ValueError, match=r"`y` must have shape \(1,\)"):
+        jd.posterior_given(jd.Gaussian(jnp.zeros(3), jnp.eye(3)), obs, jnp.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="no unconditional branch"):
+        jd.guide(jd.ExactScore(process, lab), 1, 2.0)
+    with pytest.raises(ValueError, match="needs an unconditional score"):
+        jd.ClassifierFreeGuidance(jd.ExactScore(process, lab), None, 2.0)
+    with pytest.raises(ValueError, match="noise_std > 0"):
+        jd.DPS(jd.ExactScore(process, lab), jd.LinearObservation(jnp.eye(2)), jnp.zeros(2))
