@@ -30,7 +30,10 @@ def test_conditional_law_at_t0_is_the_class_mixture():
     x = jnp.array([0.3, -0.7])
     law1 = lab.condition(1)
     # independent: scipy densities of components 1, 2 with renormalised weights 0.2, 0.3
-    p = (0.2 * multivariate_normal.pdf(x, [2.0, 0.0], 0.49) + 0.3 * multivariate_normal.pdf(x, [0.0, 2.0], 0.16)) / 0.5
+    p = (
+        0.2 * multivariate_normal.pdf(x, [2.0, 0.0], 0.49)
+        + 0.3 * multivariate_normal.pdf(x, [0.0, 2.0], 0.16)
+    ) / 0.5
     assert float(law1.log_prob(x)) == pytest.approx(np.log(p), rel=1e-12)
     np.testing.assert_allclose(lab.class_weights(), [0.5, 0.5], rtol=1e-12)
 
@@ -51,10 +54,15 @@ def test_conditional_score_is_grad_of_bayes_log_density(kind):
         a, s = process.alpha(t), process.sigma(t)
         cond = jd.ExactScore(process, cond_law)
         bayes = jax.grad(lambda x: lab.log_prob_at(a, s, x) + lab.log_classifier_at(a, s, x, y))
-        lp_bayes = lambda x: (lab.log_prob_at(a, s, x) + lab.log_classifier_at(a, s, x, y)
-                              - jnp.log(lab.class_weights()[y]))  # fmt: skip
-        return (jax.vmap(cond, (None, 0))(t, xs), jax.vmap(bayes)(xs),
-                jax.vmap(cond.log_prob, (None, 0))(t, xs), jax.vmap(lp_bayes)(xs))  # fmt: skip
+        lp_bayes = lambda x: (
+            lab.log_prob_at(a, s, x) + lab.log_classifier_at(a, s, x, y) - jnp.log(lab.class_weights()[y])
+        )
+        return (
+            jax.vmap(cond, (None, 0))(t, xs),
+            jax.vmap(bayes)(xs),
+            jax.vmap(cond.log_prob, (None, 0))(t, xs),
+            jax.vmap(lp_bayes)(xs),
+        )
 
     for t in (0.05, 0.3, 0.9):
         for y in range(lab.n_classes):
@@ -127,12 +135,20 @@ def test_exact_sampler_on_the_posterior_is_at_the_noise_floor():
     n, proc = 1000, jd.VP()
     xs = jd.sample(jax.random.PRNGKey(0), None, proc, (n, 2), sampler=jd.ExactSampler(post), steps=4)
     ref = post.sample(jax.random.PRNGKey(1), n)
-    floors = [sliced_wasserstein(post.sample(jax.random.PRNGKey(10 + i), n), post.sample(jax.random.PRNGKey(20 + i), n),
-                                 key=jax.random.PRNGKey(3)) for i in range(3)]  # fmt: skip
+    floors = [
+        sliced_wasserstein(
+            post.sample(jax.random.PRNGKey(10 + i), n),
+            post.sample(jax.random.PRNGKey(20 + i), n),
+            key=jax.random.PRNGKey(3),
+        )
+        for i in range(3)
+    ]
     d = sliced_wasserstein(xs, ref, key=jax.random.PRNGKey(3))
     assert float(d) < 2.0 * max(float(f) for f in floors)
     # the prior is far from the posterior on this statistic: the check can fail
-    assert float(sliced_wasserstein(prior.sample(jax.random.PRNGKey(4), n), ref, key=jax.random.PRNGKey(3))) > 5 * float(d)
+    assert float(
+        sliced_wasserstein(prior.sample(jax.random.PRNGKey(4), n), ref, key=jax.random.PRNGKey(3))
+    ) > 5 * float(d)
 
 
 # ---- guidance -------------------------------------------------------------------------
@@ -191,7 +207,9 @@ def test_replacement_pins_the_observed_coordinates():
     process = jd.VP()
     sampler = jd.Replacement(obs, y, resample=2)
     assert sampler.nfe(5) == 10
-    xs = jd.sample(jax.random.PRNGKey(0), jd.ExactScore(process, prior), process, (50, 2), sampler=sampler, steps=5)
+    xs = jd.sample(
+        jax.random.PRNGKey(0), jd.ExactScore(process, prior), process, (50, 2), sampler=sampler, steps=5
+    )
     # x_{t_end}[0] = alpha y + sigma z: within 6 sigma(t_end) of alpha y
     assert float(jnp.max(jnp.abs(xs[:, 0] - process.alpha(1e-3) * 0.9))) < 6 * float(process.sigma(1e-3))
 
@@ -222,7 +240,9 @@ def test_gradients_in_scale_and_observation_match_finite_differences():
     def f_obs(y):
         pig = jd.PiGDM(jd.ExactScore(process, prior), obs, jnp.reshape(y, (1,)))
         xs = jd.sample(key, pig, process, (4, 2), sampler=jd.DDIM(), steps=4)
-        return jnp.sum(xs[:, 0]) + jd.posterior_given(prior, obs, jnp.reshape(y, (1,))).mean() @ jnp.array([1.0, 2.0])
+        return jnp.sum(xs[:, 0]) + jd.posterior_given(prior, obs, jnp.reshape(y, (1,))).mean() @ jnp.array(
+            [1.0, 2.0]
+        )
 
     y = jnp.array(0.7)
     assert float(jax.grad(f_obs)(y)) == pytest.approx(float(_fd(f_obs, y)), rel=1e-5)

@@ -43,5 +43,7 @@ def check_labels(labels, n: int, what: str, n_classes: int | None):
     if n_classes is None:
         n_classes = top
     if not isinstance(n_classes, (int, np.integer)) or n_classes < top:
-        raise ValueError(f"`n_classes` must be an integer >= {top} (the largest label + 1), got {n_classes!r}")
+        raise ValueError(
+            f"`n_classes` must be an integer >= {top} (the largest label + 1), got {n_classes!r}"
+        )
     return jnp.asarray(arr, jnp.int32), int(n_classes)

@@ -172,7 +172,8 @@ class ClassifierGuidance(AbstractScore):
             raise ValueError(f"`score` must be callable as score(t, x), got {type(score).__name__}")
         if not callable(log_classifier):
             raise ValueError(
-                f"`log_classifier` must be callable as f(t, x) -> log p(y | x_t), got {type(log_classifier).__name__}"
+                "`log_classifier` must be callable as f(t, x) -> log p(y | x_t), got "
+                f"{type(log_classifier).__name__}"
             )
         self.process = _process_of(score, process, "score")
         self.score = score

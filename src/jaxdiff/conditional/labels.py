@@ -63,7 +63,8 @@ class Labelled(AbstractLaw):
         counts = np.bincount(np.asarray(labels), minlength=n_classes)
         if np.any(counts == 0):
             raise ValueError(
-                f"every class needs at least one {what}; classes {np.flatnonzero(counts == 0).tolist()} have none"
+                f"every class needs at least one {what}; classes "
+                f"{np.flatnonzero(counts == 0).tolist()} have none"
             )
         self.law = law
         self.labels = labels
@@ -131,7 +132,9 @@ class Labelled(AbstractLaw):
         # log sum_k w_k [c_k = c]; -inf entries of log(onehot) drop the other classes
         return jax.nn.logsumexp(log_w[:, None], b=onehot, axis=0)
 
-    def log_classifier_at(self, alpha, sigma, x: Float[Array, " d"], y: Int[ArrayLike, ""]) -> Float[Array, ""]:
+    def log_classifier_at(
+        self, alpha, sigma, x: Float[Array, " d"], y: Int[ArrayLike, ""]
+    ) -> Float[Array, ""]:
         """`log p(Y = y | alpha X_0 + sigma Z = x)`, exact (from the posterior weights)."""
         y = check_label("y", y, self.n_classes)
         log_w = self.law.posterior_at(alpha, sigma, x).log_weights
@@ -175,7 +178,9 @@ class LabelledExactScore(AbstractConditionalScore):
     def __init__(self, process: AbstractProcess, law: Labelled):
         """**Arguments:** `process`; `law`, a `Labelled` law."""
         if not isinstance(law, Labelled):
-            raise ValueError(f"`law` must be a Labelled law (a class per component or point), got {type(law).__name__}")
+            raise ValueError(
+                f"`law` must be a Labelled law (a class per component or point), got {type(law).__name__}"
+            )
         self.process = process
         self.law = law
 

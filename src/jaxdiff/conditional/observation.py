@@ -85,13 +85,17 @@ class LinearObservation(eqx.Module):
             raise ValueError(f"`shape` must be (H, W) or (C, H, W), got {shape}")
         C, H, W = (1, *shape) if len(shape) == 2 else shape
         if not isinstance(factor, (int, np.integer)) or factor < 1 or H % factor or W % factor:
-            raise ValueError(f"`factor` must be a positive integer dividing H = {H} and W = {W}, got {factor!r}")
+            raise ValueError(
+                f"`factor` must be a positive integer dividing H = {H} and W = {W}, got {factor!r}"
+            )
         h, w = H // factor, W // factor
         A = np.zeros((C, h, w, C, H, W))
         for c in range(C):
             for i in range(h):
                 for j in range(w):
-                    A[c, i, j, c, i * factor : (i + 1) * factor, j * factor : (j + 1) * factor] = 1.0 / factor**2
+                    A[c, i, j, c, i * factor : (i + 1) * factor, j * factor : (j + 1) * factor] = (
+                        1.0 / factor**2
+                    )
         return cls(A.reshape(C * h * w, C * H * W), noise_std)
 
     @property
@@ -166,7 +170,9 @@ def _mixture_posterior(means, log_weights, covs, obs: LinearObservation, y):
     return post_means, jax.nn.softmax(log_weights + ll), _psd(post_covs)
 
 
-def posterior_given(law: AbstractLaw, observation: LinearObservation, y: Float[ArrayLike, " m"]) -> AbstractLaw:
+def posterior_given(
+    law: AbstractLaw, observation: LinearObservation, y: Float[ArrayLike, " m"]
+) -> AbstractLaw:
     """The exact law of `X_0` given `Y = y` for a `GaussianMixture`, `Gaussian` or `PointCloud`
     prior (a `Labelled` law: its unlabelled law) and a `LinearObservation`.
 
@@ -181,7 +187,8 @@ def posterior_given(law: AbstractLaw, observation: LinearObservation, y: Float[A
         law = law.law
     if not isinstance(law, (GaussianMixture, Gaussian, PointCloud)):
         raise ValueError(
-            f"the exact posterior is known for a GaussianMixture, Gaussian or PointCloud prior, got {type(law).__name__}"
+            "the exact posterior is known for a GaussianMixture, Gaussian or PointCloud prior, got "
+            f"{type(law).__name__}"
         )
     if observation.dim != law.dim:
         raise ValueError(
@@ -204,6 +211,7 @@ def posterior_given(law: AbstractLaw, observation: LinearObservation, y: Float[A
         means, log_w, covs = law.mean[None], jnp.zeros((1,), law.mean.dtype), law.cov[None]
         pm, _, pc = _mixture_posterior(means, log_w, covs, observation, y.astype(means.dtype))
         return Gaussian(pm[0], pc[0])
-    pm, pw, pc = _mixture_posterior(law.means, law.log_weights, law.covariances, observation,
-                                    y.astype(law.means.dtype))  # fmt: skip
+    pm, pw, pc = _mixture_posterior(
+        law.means, law.log_weights, law.covariances, observation, y.astype(law.means.dtype)
+    )
     return GaussianMixture(pm, weights=pw, covs=pc)

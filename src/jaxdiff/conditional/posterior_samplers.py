@@ -85,8 +85,10 @@ class DPS(_AbstractLikelihoodGuidance):
         self.y = _check_obs(observation, y)
         s = observation.noise_std
         if is_concrete(s) and float(s) == 0:
-            raise ValueError("DPS's likelihood N(y; A x0_hat, noise_std^2) needs `noise_std > 0`; use PiGDM for "
-                             "noise-free observations")  # fmt: skip
+            raise ValueError(
+                "DPS's likelihood N(y; A x0_hat, noise_std^2) needs `noise_std > 0`; use PiGDM for "
+                "noise-free observations"
+            )
         self.process = _process_of(score, process, "score")
         self.score = score
         self.observation = observation
@@ -110,8 +112,16 @@ class PiGDM(_AbstractLikelihoodGuidance):
     sigma_data: float = eqx.field(static=True)
     process: AbstractProcess
 
-    def __init__(self, score, observation: LinearObservation, y, scale: Scalar = 1.0, *,
-                 sigma_data: float = 1.0, process=None):  # fmt: skip
+    def __init__(
+        self,
+        score,
+        observation: LinearObservation,
+        y,
+        scale: Scalar = 1.0,
+        *,
+        sigma_data: float = 1.0,
+        process=None,
+    ):
         """**Arguments:** `score`, the prior score; `observation`; `y`, shape `(m,)`; `scale`;
         `sigma_data`, the data scale in `r_t^2`; `process` if `score` is a plain callable."""
         self.y = _check_obs(observation, y)
@@ -128,7 +138,9 @@ class PiGDM(_AbstractLikelihoodGuidance):
         p, sd2 = self.process, self.sigma_data**2
         r2 = sd2 * p.sigma2(t) / (p.alpha(t) ** 2 * sd2 + p.sigma2(t))
         A = self.observation.A.astype(x.dtype)
-        cov = self.observation.noise_std.astype(x.dtype) ** 2 * jnp.eye(A.shape[0], dtype=x.dtype) + r2 * (A @ A.T)
+        cov = self.observation.noise_std.astype(x.dtype) ** 2 * jnp.eye(A.shape[0], dtype=x.dtype) + r2 * (
+            A @ A.T
+        )
         g = self._correction(t, x, lambda r: jnp.linalg.solve(cov, r))
         return self.score(t, x) + self.scale.astype(x.dtype) * g
 
@@ -144,8 +156,9 @@ class Replacement(AbstractStepSampler):
     resample: int = eqx.field(static=True)
     pinv: Float[Array, "d m"]
 
-    def __init__(self, observation: LinearObservation, y, inner: AbstractStepSampler | None = None,
-                 resample: int = 1):  # fmt: skip
+    def __init__(
+        self, observation: LinearObservation, y, inner: AbstractStepSampler | None = None, resample: int = 1
+    ):
         """**Arguments:** `observation`; `y`, shape `(m,)`; `inner`, a one-step sampler without
         multistep state (default `DDPM()`); `resample`, repetitions per step (RePaint's `r`)."""
         from ..sampling import DDPM
@@ -189,4 +202,3 @@ class Replacement(AbstractStepSampler):
                 std = jnp.sqrt(jnp.maximum(process.sigma2(t) - a**2 * process.sigma2(s), 0.0))
                 x = a * xs + std * jax.random.normal(k_back, x.shape, x.dtype)
         return xs, new_state
-
