@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jaxdiff", description="Differentiable simulator of score-based diffusion models."
     )
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"jaxdiff {__version__}")
     sub = p.add_subparsers(dest="verb", required=True)
 
     r = sub.add_parser("reproduce", help="run the seed papers' experiments and write report.md / report.json")
