@@ -59,9 +59,9 @@ def cases(quick: bool) -> list[tuple[int, int, int]]:
 
 def _streamed_reference(law, batch: int):
     """`(X @ D_c.T) @ D_c` summed over the law's chunks, in the score kernel's query tiles."""
-    from jaxdiff.distributions import _query_tiles
+    from jaxdiff.distributions.kernel import query_tiles
 
-    n_tiles = _query_tiles(batch, law.chunk_size)
+    n_tiles = query_tiles(batch, law.chunk_size)
     tile = -(-batch // n_tiles)
 
     def ref(chunks, X):

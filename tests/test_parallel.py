@@ -19,7 +19,7 @@ import pytest
 from scipy.special import logsumexp
 
 import jaxdiff as jd
-import jaxdiff.distributions as dist
+import jaxdiff.distributions.kernel as kernel
 from jaxdiff import parallel as par
 
 WORKER = pathlib.Path(__file__).with_name("_parallel_worker.py")
@@ -125,8 +125,8 @@ TS = RNG.uniform(0.05, 1.0, size=50)
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiles of 8 queries (50 queries: 7 tiles, 6 padded rows) so every path of the rule runs."""
-    monkeypatch.setattr(dist, "_TILE_ELEMS_CPU", 8 * 16)
-    monkeypatch.setattr(dist, "_TILE_ELEMS_GPU", 8 * 16)
+    monkeypatch.setattr(kernel, "_TILE_ELEMS_CPU", 8 * 16)
+    monkeypatch.setattr(kernel, "_TILE_ELEMS_GPU", 8 * 16)
 
 
 @pytest.mark.parametrize("chunk", [16, 203])

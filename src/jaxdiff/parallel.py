@@ -34,7 +34,6 @@ lets JAX detect the cluster instead.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,6 +43,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .distributions import PointCloud
 from .processes import AbstractProcess
 from .scores import AbstractScore, without_time_checks
 
@@ -238,25 +238,21 @@ def gather(x) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _split_queries(mesh: Mesh):
-    """While tracing: tell the exact-score kernel the batch is split over `mesh.size` devices."""
-    from .distributions import _QUERY_SPLIT
-
-    token = _QUERY_SPLIT.set(mesh.size)
-    try:
-        yield
-    finally:
-        _QUERY_SPLIT.reset(token)
+def _split_queries(tree, k: int):
+    """`tree` with every `PointCloud` in it told that its vmapped queries are split over `k`
+    devices (a static field: part of every jit cache key), so that each device's share of
+    a query tile is cache-sized."""
+    is_cloud = lambda node: isinstance(node, PointCloud)
+    relayout = lambda node: PointCloud(node, query_split=k) if is_cloud(node) else node
+    return jax.tree_util.tree_map(relayout, tree, is_leaf=is_cloud)
 
 
 def _constrained_vmap(fn, sharding: NamedSharding, in_axes, *args):
     """`jax.vmap(fn, in_axes)(*args)` with the batched arguments and the output constrained to
-    `sharding`, and the score kernel told the batch is split."""
+    `sharding`, and the laws in `fn` told the batch is split."""
     constrain = lambda a, ax: a if ax is None else jax.lax.with_sharding_constraint(a, sharding)
     args = tuple(constrain(a, ax) for a, ax in zip(args, in_axes))
-    with _split_queries(sharding.mesh):
-        out = jax.vmap(fn, in_axes=in_axes)(*args)
+    out = jax.vmap(_split_queries(fn, sharding.mesh.size), in_axes=in_axes)(*args)
     return jax.lax.with_sharding_constraint(out, sharding)
 
 
@@ -302,6 +298,7 @@ def _hinted_call(fn, sharding: NamedSharding, t, x):
     """
     dyn, static = eqx.partition(fn, eqx.is_array)
     plain = lambda dyn, t, x: eqx.combine(dyn, static)(t, x)
+    split = lambda dyn, t, x: _split_queries(eqx.combine(dyn, static), sharding.mesh.size)(t, x)
     hinted = jax.custom_batching.custom_vmap(plain)
 
     @hinted.def_vmap
@@ -311,7 +308,7 @@ def _hinted_call(fn, sharding: NamedSharding, t, x):
         axes = (dyn_axes, 0 if t_b else None, 0 if x_b else None)
         if not x_b or any(jax.tree_util.tree_leaves(dyn_b)) or axis_size % sharding.mesh.size:
             return jax.vmap(plain, in_axes=axes)(dyn, t, x), True
-        return _constrained_vmap(plain, sharding, axes, dyn, t, x), True
+        return _constrained_vmap(split, sharding, axes, dyn, t, x), True
 
     @jax.custom_jvp
     def call(dyn, t, x):
