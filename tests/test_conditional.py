@@ -273,3 +273,21 @@ def test_bad_input_is_refused_clearly():
         jd.ClassifierFreeGuidance(jd.ExactScore(process, lab), None, 2.0)
     with pytest.raises(ValueError, match="noise_std > 0"):
         jd.DPS(jd.ExactScore(process, lab), jd.LinearObservation(jnp.eye(2)), jnp.zeros(2))
+
+
+# ---- command line ----------------------------------------------------------------------
+
+
+def test_cli_samples_a_class_with_guidance(tmp_path, capsys):
+    from jaxdiff import cli
+
+    out = tmp_path / "s.npy"
+    argv = ["sample", "--law", "ring8", "--class", "3", "--guidance", "2.0", "--n", "64", "--steps", "30"]
+    assert cli.main([*argv, "--out", str(out), "--process", "vp"]) == 0
+    x = np.load(out)
+    centre = 2.0 * np.array([np.cos(3 * np.pi / 4), np.sin(3 * np.pi / 4)])
+    # component 3 has std 0.1: every sample of that class lies within 0.6 of its centre
+    assert x.shape == (64, 2) and np.max(np.linalg.norm(x - centre, axis=1)) < 0.6
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--law", "two-moons", "--class", "1", "--out", str(out)])
+    assert "ring8 or grid25" in capsys.readouterr().err

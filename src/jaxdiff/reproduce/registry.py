@@ -14,4 +14,5 @@ EXPERIMENTS: tuple[str, ...] = (
     "concentration",
     "generalisation",
     "optimise_sampler",
+    "guidance_density",
 )
