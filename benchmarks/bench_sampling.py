@@ -43,7 +43,7 @@ def _samplers():
     """(name, sampler, grid): each sampler on the grid it is designed for."""
     return [
         ("ReverseSDE(EM)", jd.ReverseSDE(), jd.UniformGrid()),
-        ("ReverseSDE(diffrax.ShARK)", jd.ReverseSDE(diffrax.ShARK()), jd.UniformGrid()),
+        ("ReverseSDE(diffrax.ShARK)", jd.DiffraxReverseSDE(diffrax.ShARK()), jd.UniformGrid()),
         ("PredictorCorrector", jd.PredictorCorrector(), jd.UniformGrid()),
         ("DDPM", jd.DDPM(), jd.UniformGrid()),
         ("DDIM(eta=0)", jd.DDIM(), jd.LogSNRGrid()),
@@ -205,7 +205,7 @@ def sde_speed(n: int, steps: int, reps: int) -> dict:
         )
 
     def ours_diffrax_grid():
-        return jd.sample(key, score, process, (n, 2), sampler=jd.ReverseSDE(diffrax.Euler()), steps=steps,
+        return jd.sample(key, score, process, (n, 2), sampler=jd.DiffraxReverseSDE(diffrax.Euler()), steps=steps,
                          t_end=t_end, x_init=x0)  # fmt: skip
 
     fns = {

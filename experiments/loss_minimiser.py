@@ -93,6 +93,12 @@ class _Perturbed(jd.AbstractScore):
     def __call__(self, t, x):
         return self.exact(t, x) - self.eps * x
 
+    def denoise(self, t, x):
+        return jd.tweedie_denoise(self, t, x)
+
+    def without_time_checks(self):
+        return _Perturbed(self.process, self.exact.without_time_checks(), self.eps)
+
 
 def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict]:
     cfg = profile_sizes(PROFILES, profile, sizes)

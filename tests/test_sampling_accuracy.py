@@ -95,7 +95,7 @@ for i, name in enumerate(SAMPLERS):
         marks = () if j == i % len(CASES) else (pytest.mark.slow,)
         _PARAMS.append(pytest.param(name, case, marks=marks, id=f"{name}-{case}"))
 # Diffrax's stochastic Runge-Kutta on the grid Brownian path: a 15 s compile, so slow only.
-SAMPLERS["ReverseSDE(ShARK)"] = (lambda law: jd.ReverseSDE(diffrax.ShARK()), jd.UniformGrid(), 100)
+SAMPLERS["ReverseSDE(ShARK)"] = (lambda law: jd.DiffraxReverseSDE(diffrax.ShARK()), jd.UniformGrid(), 100)
 _PARAMS += [
     pytest.param("ReverseSDE(ShARK)", c, marks=pytest.mark.slow, id=f"ReverseSDE(ShARK)-{c}") for c in CASES
 ]

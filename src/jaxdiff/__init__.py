@@ -2,10 +2,10 @@
 
 Two views of one dynamics: particles (forward noising, reverse-time sampling) and densities
 (the Fokker–Planck equation on a grid), with exact references wherever the mathematics
-gives them. See README.md and ARCHITECTURE (shared/).
+gives them. The layout of the package is described in docs/architecture.md.
 """
 
-# --- foundation (issue 3) -------------------------------------------------------------
+# Foundation: laws, forward processes and their reverse-time dynamics, scores
 from .distributions import (
     AbstractLaw as AbstractLaw,
     Gaussian as Gaussian,
@@ -21,16 +21,25 @@ from .processes import (
     AbstractProcess as AbstractProcess,
     CosineVP as CosineVP,
     SubVP as SubVP,
+    reverse_coefficients as reverse_coefficients,
+    reverse_drift as reverse_drift,
 )
-from .scores import AbstractScore as AbstractScore, ExactScore as ExactScore
+from .scores import (
+    AbstractScore as AbstractScore,
+    ExactScore as ExactScore,
+    tweedie_denoise as tweedie_denoise,
+)
 
-# --- sampling (issue 4) ---------------------------------------------------------------
+# Sampling
 from . import sampling as sampling
 from .sampling import (
     DDIM as DDIM,
     DDPM as DDPM,
     AbstractGrid as AbstractGrid,
     AbstractSampler as AbstractSampler,
+    AbstractScoreSampler as AbstractScoreSampler,
+    AbstractStepSampler as AbstractStepSampler,
+    DiffraxReverseSDE as DiffraxReverseSDE,
     DPMSolverPP as DPMSolverPP,
     EDMGrid as EDMGrid,
     EDMHeun as EDMHeun,
@@ -44,7 +53,7 @@ from .sampling import (
     sample as sample,
 )
 
-# --- learning (issue 5) ---------------------------------------------------------------
+# Learning: likelihood, losses, network scores, training
 from .likelihood import (
     AbstractDivergence as AbstractDivergence,
     ExactDivergence as ExactDivergence,
@@ -84,7 +93,7 @@ from .training import (
     train as train,
 )
 
-# --- conditional generation -------------------------------------------------------------
+# Conditional generation
 from . import conditional as conditional
 from .conditional import (
     DPS as DPS,
@@ -101,9 +110,8 @@ from .conditional import (
     posterior_given as posterior_given,
 )
 
-# --- density view (issue 6): jaxdiff.pde, imported lazily below ------------------------
-
-# --- metrics --------------------------------------------------------------------------
+# The density view (jaxdiff.pde), networks (jaxdiff.nn), metrics, data and parallel helpers
+# are subpackages imported on first use (see __getattr__ below).
 
 __version__ = "0.1.0"
 

@@ -42,27 +42,41 @@ def check_finite(name: str, x):
     return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"`{name}` contains NaN or inf values")
 
 
-def check_time(name: str, t, T, *, strictly_positive: bool, what: str = "", traced: bool = True):
-    """Check `0 < t <= T` (or `0 <= t <= T`); `what` says why `t = 0` is refused.
+def check_time(
+    name: str,
+    t,
+    T,
+    *,
+    strictly_positive: bool,
+    strictly_below: bool = False,
+    bound: str = "T",
+    what: str = "",
+    traced: bool = True,
+):
+    """The one time check: `0 < t <= T` (or `0 <= t`, or `t < T`), one message style.
 
-    A concrete `t` is checked here and now. A traced one gets one `eqx.error_if` (both
-    bounds in one conditional) unless `traced=False`, for callers whose times are valid by
-    construction (see `AbstractScore.without_time_checks`)."""
+    `strictly_positive` refuses `t = 0` (`what` says why), `strictly_below` refuses `t = T`;
+    `bound` names the upper bound in the message (`"T"`, or `"t"` for a bridge's `s <= t`).
+    A concrete `t` is checked here and now (`ValueError`). A traced one gets one
+    `eqx.branched_error_if` (both bounds in one conditional) unless `traced=False`, for
+    callers whose times are valid by construction (see `AbstractScore.without_time_checks`).
+    """
+    lo = "> 0" if strictly_positive else ">= 0"
+    hi = f"< {bound}" if strictly_below else f"<= {bound}"
+    why = f" ({what})" if what else ""
+    rule = f"`{name}` must be {lo} and {hi}{why}"
     lo_ok = (lambda v: v > 0) if strictly_positive else (lambda v: v >= 0)
-    lo_msg = f"`{name}` must be > 0" + (f" ({what})" if what else "")
-    if not strictly_positive:
-        lo_msg = f"`{name}` must be >= 0"
-    hi_msg = f"`{name}` must be <= T (the process horizon)"
+    # a closed upper bound tolerates rounding (a grid's T recomputed in float32)
+    hi_ok = (lambda v, b: v < b) if strictly_below else (lambda v, b: v <= b * (1 + 1e-6))
     if is_concrete(t, T):
         tv = np.asarray(t)
         if tv.shape != ():
             raise ValueError(f"`{name}` must be a scalar time, got shape {tv.shape}")
+        Tv = np.asarray(T)
         if not np.isfinite(tv):
-            raise ValueError(f"`{name}` must be finite, got {float(tv)}")
-        if not lo_ok(tv):
-            raise ValueError(f"{lo_msg}, got {float(tv)}")
-        if tv > np.asarray(T) * (1 + 1e-6):
-            raise ValueError(f"{hi_msg} = {float(np.asarray(T))}, got {float(tv)}")
+            raise ValueError(f"{rule}, got {float(tv)}")
+        if not (lo_ok(tv) and hi_ok(tv, Tv)):
+            raise ValueError(f"{rule}, got {name} = {float(tv)} with {bound} = {float(Tv)}")
         return t
     t = jnp.asarray(t)
     if t.shape != ():
@@ -70,8 +84,8 @@ def check_time(name: str, t, T, *, strictly_positive: bool, what: str = "", trac
     if not traced:
         return t
     lo_bad = ~(lo_ok(t) & jnp.isfinite(t))
-    hi_bad = t > T * (1 + 1e-6)
-    return eqx.branched_error_if(t, lo_bad | hi_bad, jnp.where(lo_bad, 0, 1), [lo_msg, hi_msg])
+    hi_bad = ~hi_ok(t, T)
+    return eqx.branched_error_if(t, lo_bad | hi_bad, jnp.where(lo_bad, 0, 1), [rule, rule])
 
 
 def check_sample_shape(name: str, x, dim: int):
@@ -96,3 +110,15 @@ def check_nonneg(name: str, u):
         return u
     u = eqx.error_if(u, ~jnp.all(jnp.isfinite(u)), f"`{name}` contains NaN or inf values")
     return eqx.error_if(u, jnp.any(u < 0), f"`{name}` must be non-negative (a density)")
+
+
+def error_if_not_finite(x, msg: str):
+    """`x` (an array), with a device-side error if any entry is NaN or inf.
+
+    The check is one scalar predicate under `eqx.error_if`; its result is tied to `x` by
+    adding an exact zero, so the conditional never carries (and never re-shards) the whole
+    array, and nothing is pulled back to the host.
+    """
+    ok = jnp.all(jnp.isfinite(x))
+    ok = eqx.error_if(ok, ~ok, msg)
+    return x + jnp.where(ok, 0, 1).astype(x.dtype)

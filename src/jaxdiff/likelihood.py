@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._checks import as_float_array, check_finite, check_time
-from .processes import AbstractProcess
+from .processes import AbstractProcess, reverse_drift
 from .scores import without_time_checks
 
 
@@ -92,7 +92,7 @@ def _solve(score, process, x, t_end, probes, *, divergence, solver, stepsize_con
 
     def field(t, y, args):
         xt, _ = y
-        v = lambda z: process.f(t) * z - 0.5 * process.g2(t) * score(t, z)
+        v = lambda z: -reverse_drift(process, score, t, z, noise=0.0)  # the flow in ordinary time
         dx, div = divergence(v, xt, probes)
         return dx, div
 

@@ -10,7 +10,7 @@ given by a time sampler (`UniformTime` on $[t_{min}, T]$, `LogNormalTime`: EDM's
 log-normal noise levels). A time sampler may draw from a proposal $q$ instead of $\nu$ and
 return the importance factor $w = d\nu/dq$ (`LikelihoodImportanceTime`); otherwise $w = 1$.
 
-Since $-Z/\sigma$ is the score of $X_t | X_0$, the loss splits (THEORY.md §3) into
+Since $-Z/\sigma$ is the score of $X_t | X_0$, the loss splits into
 
 $$L(s) = \mathbb E_t\, w\lambda\, \mathbb E|s - \nabla\log p_t|^2(X_t)
  \;+\; \underbrace{\mathbb E_t\, w\lambda\, \frac{\alpha^2}{\sigma^4}\,
@@ -40,10 +40,9 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._checks import as_float_array, check_finite, check_time, is_concrete
+from ._checks import as_float_array, check_finite, check_time
 from .distributions import AbstractLaw, Posterior
 from .processes import AbstractProcess
 from .scores import without_time_checks
@@ -154,11 +153,9 @@ def _check_batch(name: str, x0) -> Array:
     return x0
 
 
-def _check_t_min(t_min, process: AbstractProcess):
-    if is_concrete(t_min, process.T):
-        v = float(np.asarray(t_min))
-        if not (0 < v < float(np.asarray(process.T))):
-            raise ValueError(f"`t_min` must satisfy 0 < t_min < T = {float(np.asarray(process.T))}, got {v}")
+def _check_t_min(t_min, process: AbstractProcess, *, traced: bool = True):
+    t_min = check_time("t_min", jnp.asarray(t_min), process.T, strictly_positive=True, strictly_below=True,
+                       what="the smallest loss time", traced=traced)
     return jnp.asarray(t_min)
 
 
@@ -225,7 +222,7 @@ class DSMLoss(AbstractLoss):
     t_min: Scalar = 1e-3
 
     def terms(self, score, process, x0, *, key):
-        t_min = _check_t_min(self.t_min, process)
+        t_min = _check_t_min(self.t_min, process, traced=False)  # a traced t_min: checked by the caller, once
         score = without_time_checks(score)  # t is drawn in [t_min, T]
 
         def one(k, x):
@@ -246,7 +243,7 @@ class SlicedScoreMatchingLoss(AbstractLoss):
     t_min: Scalar = 1e-3
 
     def terms(self, score, process, x0, *, key):
-        t_min = _check_t_min(self.t_min, process)
+        t_min = _check_t_min(self.t_min, process, traced=False)  # a traced t_min: checked by the caller, once
         score = without_time_checks(score)  # t is drawn in [t_min, T]
 
         def one(k, x):

@@ -28,7 +28,6 @@ with $\cos\phi = \alpha/r$ (Salimans & Ho 2022, extended to $\alpha^2+\sigma^2 \
 $\varepsilon = \sin\phi\, x/r + \cos\phi\, v$, where $r = \sqrt{\alpha^2+\sigma^2}$.
 """
 
-from __future__ import annotations
 
 import abc
 
@@ -38,7 +37,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import check_time
 from .processes import AbstractProcess
-from .scores import AbstractScore, _unchecked_copy
+from .scores import AbstractScore, tweedie_denoise
 
 Scalar = Float[ArrayLike, ""]
 
@@ -138,13 +137,14 @@ class NetworkScore(AbstractScore):
     check_times: bool = eqx.field(static=True)
 
     def __init__(self, model, process: AbstractProcess,
-                 parametrisation: AbstractParametrisation | None = None):
+                 parametrisation: AbstractParametrisation | None = None, *, check_times: bool = True):
         """**Arguments:**
 
         - `model`: the network, `model(c, x) -> array shaped like x`.
         - `process`: the forward process the score belongs to.
         - `parametrisation`: `EpsParam()` (default), `X0Param()`, `VParam()`, `ScoreParam()`
           or `EDMParam(sigma_data=...)`.
+        - `check_times`: check a traced `t` at run time (see `without_time_checks`).
         """
         if not callable(model):
             raise ValueError(f"`model` must be callable as model(c, x), got {type(model).__name__}")
@@ -160,10 +160,13 @@ class NetworkScore(AbstractScore):
         self.model = model
         self.process = process
         self.parametrisation = parametrisation
-        self.check_times = True
+        self.check_times = bool(check_times)
 
-    def without_time_checks(self) -> NetworkScore:
-        return _unchecked_copy(self)
+    def without_time_checks(self) -> "NetworkScore":
+        return NetworkScore(self.model, self.process, self.parametrisation, check_times=False)
+
+    def denoise(self, t, x):
+        return tweedie_denoise(self, t, x)
 
     def __call__(self, t, x):
         t = check_time("t", t, self.process.T, strictly_positive=True,

@@ -45,7 +45,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .distributions import PointCloud
 from .processes import AbstractProcess
-from .scores import AbstractScore, without_time_checks
+from .scores import AbstractScore, tweedie_denoise, without_time_checks
 
 BATCH = "batch"
 """The name of the mesh axis that the batch is split over."""
@@ -335,7 +335,7 @@ class _ShardedScore(AbstractScore):
     def denoise(self, t, x):
         if isinstance(self.score, AbstractScore):  # keep the score's own (e.g. exact) denoiser
             return _hinted_call(_Method(self.score, "denoise"), self.sharding, t, x)
-        return super().denoise(t, x)
+        return tweedie_denoise(self, t, x)
 
 
 class _Method(eqx.Module):

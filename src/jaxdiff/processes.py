@@ -18,10 +18,10 @@ Parameters are stored as given: Python floats stay static under `eqx.filter_jit`
 JAX arrays to differentiate with respect to a parameter (e.g. `VP(beta_max=jnp.array(20.))`).
 """
 
-from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -108,7 +108,7 @@ class AbstractProcess(eqx.Module):
         z = jax.random.normal(key, jnp.shape(x0), dtype=jnp.result_type(x0, float))
         return self.alpha(t) * x0 + self.sigma(t) * z
 
-    def prior_sample(self, key: PRNGKeyArray, shape: tuple[int, ...], dtype=None) -> Float[Array, ...]:
+    def prior_sample(self, key: PRNGKeyArray, shape: tuple[int, ...], dtype=None) -> Float[Array, "..."]:
         """Draws from the prior `N(0, prior_std^2 I)` at `T`; `shape` is batch-first.
 
         Row `i` of a batch uses `fold_in(key, i)`, so it does not change with the batch size.
@@ -353,3 +353,41 @@ class VE(AbstractProcess):
     @property
     def prior_std(self):
         return self.sigma(self.T)
+
+
+# ---- the reverse-time dynamics -------------------------------------------------------------
+
+
+def reverse_coefficients(
+    process: AbstractProcess, t: Scalar, *, noise: Scalar = 1.0
+) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, ""]]:
+    r"""`(c_x, c_s, a)` of the reverse-time family of `process` at time `t`.
+
+    In reverse time $\tau = T - t$, the family
+    $dY = [c_x Y + c_s\, s(t, Y)]\,d\tau + \sqrt{a}\,d\bar W_\tau$ with
+    $c_x = -f(t)$, $c_s = \frac{1 + \lambda^2}{2} g(t)^2$ and $a = \lambda^2 g(t)^2$
+    (`noise` $= \lambda \ge 0$) has the forward marginals $p_t$ for the exact score $s$
+    (Anderson 1982; Song et al. 2021, "Score-based generative modeling through stochastic
+    differential equations", arXiv:2011.13456). `noise = 1` is the reverse SDE, `noise = 0`
+    the probability-flow ODE. This is the one place the reverse drift is written: every
+    sampler, the likelihood and the reverse Fokker–Planck equations use it.
+    """
+    g2 = process.g2(t)
+    lam2 = noise * noise
+    return -process.f(t), 0.5 * (1 + lam2) * g2, lam2 * g2
+
+
+def reverse_drift(
+    process: AbstractProcess,
+    score: Callable[[Scalar, Array], Array],
+    t: Scalar,
+    x: Float[Array, "*shape"],
+    *,
+    noise: Scalar = 1.0,
+) -> Float[Array, "*shape"]:
+    r"""The reverse-time drift $-f(t)\,x + \frac{1 + \lambda^2}{2} g(t)^2\, s(t, x)$ of one
+    sample `x` (`noise` $= \lambda$; see `reverse_coefficients`), as a velocity in reverse
+    time $\tau = T - t$. The probability-flow ODE in ordinary time is
+    $dx/dt = -$`reverse_drift(process, score, t, x, noise=0.0)`."""
+    c_x, c_s, _ = reverse_coefficients(process, t, noise=noise)
+    return c_x * x + c_s * score(t, x)

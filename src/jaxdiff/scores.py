@@ -6,15 +6,13 @@ loss and PDE solver takes either. Tweedie's formula links a score to its denoise
 $E[X_0 | X_t = x] = (x + \sigma^2 s(t, x)) / \alpha$.
 """
 
-from __future__ import annotations
 
 import abc
-import copy
 
 import equinox as eqx
 from jaxtyping import Array, ArrayLike, Float
 
-from ._checks import check_sample_shape, check_time
+from ._checks import check_sample_shape, check_time, is_concrete
 from .distributions import AbstractLaw
 from .processes import AbstractProcess
 
@@ -30,29 +28,39 @@ class AbstractScore(eqx.Module):
     def __call__(self, t: Scalar, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """The score at time `t` of one sample `x` (batch with `jax.vmap`)."""
 
+    @abc.abstractmethod
     def denoise(self, t: Scalar, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        """Tweedie's denoiser `(x + sigma(t)^2 s(t, x)) / alpha(t)`."""
-        p = self.process
-        return (x + p.sigma2(t) * self(t, x)) / p.alpha(t)
+        """Tweedie's denoiser `E[X_0 | X_t = x]`; `tweedie_denoise(self, t, x)` unless the score
+        knows better (closed form, x0-parametrised network)."""
 
-    def without_time_checks(self) -> AbstractScore:
+    @abc.abstractmethod
+    def without_time_checks(self) -> "AbstractScore":
         """This score with its run-time checks of a traced `t` (`0 < t <= T`, finite) turned
-        off; concrete times and shapes are still checked.
+        off; concrete times and shapes are still checked. (`self` for scores without them.)
 
-        Each run-time check is an `eqx.error_if`: a conditional that XLA cannot fuse across,
-        7% of a U-Net training step (`benchmarks/bench_training.py`). Losses, samplers and the
-        likelihood call their scores through this, because the times they pass are valid by
-        construction (a loss draws `t` in `[t_min, T]`; a sampler's grid is checked once).
-        Scores without such checks return themselves.
+        Each run-time check is an `eqx.error_if`, a conditional that XLA cannot fuse across.
+        Losses, samplers and the likelihood call their scores through this, because the
+        times they pass are valid by construction (a loss draws `t` in `[t_min, T]`; a
+        sampler's grid is checked once).
         """
-        return self
 
 
-def _unchecked_copy(score):
-    """A copy of `score` whose static `check_times` field is False."""
-    new = copy.copy(score)
-    object.__setattr__(new, "check_times", False)
-    return new
+def tweedie_denoise(score: AbstractScore, t: Scalar, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+    """Tweedie's formula `(x + sigma(t)^2 score(t, x)) / alpha(t)` for a score of `score.process`."""
+    p = score.process
+    return (x + p.sigma2(t) * score(t, x)) / p.alpha(t)
+
+
+def check_score_process(score, process: AbstractProcess) -> None:
+    """Refuse a jaxdiff score whose `process` differs from `process` (an argument check)."""
+    if not isinstance(score, AbstractScore):
+        return
+    same = eqx.tree_equal(score.process, process)
+    if is_concrete(same) and not bool(same):
+        raise ValueError(
+            f"`process` ({process!r}) differs from `score.process` ({score.process!r}): a score belongs "
+            "to the process it was built or trained with; pass that process"
+        )
 
 
 def without_time_checks(score):
@@ -71,8 +79,9 @@ class ExactScore(AbstractScore):
     law: AbstractLaw
     check_times: bool = eqx.field(static=True)
 
-    def __init__(self, process: AbstractProcess, law: AbstractLaw):
-        """**Arguments:** `process`, the forward process; `law`, the exact law of `X_0`."""
+    def __init__(self, process: AbstractProcess, law: AbstractLaw, *, check_times: bool = True):
+        """**Arguments:** `process`, the forward process; `law`, the exact law of `X_0`;
+        `check_times`: check a traced `t` at run time (see `without_time_checks`)."""
         if not isinstance(process, AbstractProcess):
             raise ValueError(
                 f"`process` must be a jaxdiff process (OU, VP, ...), got {type(process).__name__}"
@@ -81,10 +90,10 @@ class ExactScore(AbstractScore):
             raise ValueError(f"`law` must be a jaxdiff law (PointCloud, ...), got {type(law).__name__}")
         self.process = process
         self.law = law
-        self.check_times = True
+        self.check_times = bool(check_times)
 
-    def without_time_checks(self) -> ExactScore:
-        return _unchecked_copy(self)
+    def without_time_checks(self) -> "ExactScore":
+        return ExactScore(self.process, self.law, check_times=False)
 
     def _at(self, t, x):
         t = check_time(

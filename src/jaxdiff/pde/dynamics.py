@@ -12,7 +12,8 @@ score, $b(t, x) = c_x(t)\, x + c_s(t)\, s_\theta(t, x)$, and an isotropic diffus
 
 `Reverse(noise=1)` is the reverse SDE in reverse time $\tau = T - t$, `Flow()` the
 probability-flow ODE; `Reverse(noise=lam)` is the family with the same marginals for the
-exact score (`noise=0` is the flow). Named so as not to clash with the samplers
+exact score (`noise=0` is the flow); their coefficients are `jaxdiff.reverse_coefficients`,
+the same that drive the samplers. Named so as not to clash with the samplers
 (`jd.ReverseSDE`, `jd.ProbabilityFlow`).
 """
 
@@ -22,7 +23,7 @@ import equinox as eqx
 from equinox import AbstractClassVar
 from jaxtyping import Array, Float
 
-from ..processes import AbstractProcess
+from ..processes import AbstractProcess, reverse_coefficients
 
 
 class AbstractDynamics(eqx.Module):
@@ -74,9 +75,7 @@ class Reverse(AbstractDynamics):
         self.noise = noise
 
     def coefficients(self, process, t):
-        g2 = process.g2(t)
-        lam2 = self.noise**2
-        return -process.f(t), 0.5 * (1 + lam2) * g2, lam2 * g2
+        return reverse_coefficients(process, t, noise=self.noise)
 
 
 class Flow(AbstractDynamics):
@@ -88,5 +87,4 @@ class Flow(AbstractDynamics):
     has_diffusion = False
 
     def coefficients(self, process, t):
-        g2 = process.g2(t)
-        return -process.f(t), 0.5 * g2, 0.0 * g2
+        return reverse_coefficients(process, t, noise=0.0)

@@ -1,16 +1,21 @@
-"""Reverse-time simulation: the reverse SDE, the probability-flow ODE, DDPM/DDIM, EDM's Heun,
-DPM-Solver++, predictor–corrector, and the exact bridge and ancestral sampler."""
+"""Reverse-time simulation: the reverse SDE (Euler–Maruyama or a Diffrax solver), the
+probability-flow ODE, DDPM/DDIM, EDM's Heun, DPM-Solver++, predictor–corrector, and the
+exact bridge and ancestral sampler."""
 
 from .base import (
     AbstractSampler as AbstractSampler,
+    AbstractScoreSampler as AbstractScoreSampler,
     AbstractStepSampler as AbstractStepSampler,
     denoiser as denoiser,
-    sample as sample,
+    scan_steps as scan_steps,
 )
 from .bridge import bridge as bridge, bridge_coefficients as bridge_coefficients
 from .ddpm import DDIM as DDIM, DDPM as DDPM
+from .diffrax_nfe import solver_nfe as solver_nfe
+from .diffrax_sde import DiffraxReverseSDE as DiffraxReverseSDE, GridBrownianPath as GridBrownianPath
 from .dpm_solver import DPMSolverPP as DPMSolverPP
 from .edm import EDMHeun as EDMHeun, noise_level as noise_level
+from .entry import default_t_end as default_t_end, sample as sample
 from .exact import ExactSampler as ExactSampler
 from .grids import (
     AbstractGrid as AbstractGrid,
@@ -21,4 +26,4 @@ from .grids import (
 )
 from .ode import ProbabilityFlow as ProbabilityFlow
 from .pc import PredictorCorrector as PredictorCorrector
-from .sde import GridBrownianPath as GridBrownianPath, ReverseSDE as ReverseSDE, solver_nfe as solver_nfe
+from .sde import ReverseSDE as ReverseSDE

@@ -10,7 +10,7 @@ $$X_s \mid X_t = x_t, X_0 = x_0 \;\sim\; N\Big(\alpha_s (1 - r)\, x_0 + r \frac{
 = e^{\lambda_t - \lambda_s},$$
 
 with $\lambda = \log(\alpha^2/\sigma^2)$ the log-SNR. Writing everything through $\lambda$ avoids the
-cancellation in $v$ as $s \to t$ ($1 - r$ is an `expm1`). For OU this is THEORY.md §2's bridge:
+cancellation in $v$ as $s \to t$ ($1 - r$ is an `expm1`). For OU this is the bridge
 coefficient of $x_t$ is $\sinh s / \sinh t$, of $x_0$ is $e^{-s} s_{t-s}^2/s_t^2$, variance
 $s_s^2 s_{t-s}^2 / s_t^2$. It is also the DDPM posterior $q(x_{k-1} | x_k, x_0)$ on the grid.
 At `s = 0` it returns `(x0, 0)`; at `s = t`, `(x_t, 0)`.
@@ -18,12 +18,10 @@ At `s = 0` it returns `(x0, 0)`; at `s = t`, `(x_t, 0)`.
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import is_concrete
+from .._checks import check_time
 from ..processes import AbstractProcess
 
 Scalar = Float[ArrayLike, ""]
@@ -43,25 +41,10 @@ def bridge_coefficients(process: AbstractProcess, t: Scalar, s: Scalar):
 
 
 def _check_times(process, t, s):
-    if is_concrete(t, s, process.T):
-        tv, sv, T = (np.asarray(v, dtype=np.float64) for v in (t, s, process.T))
-        if tv.shape != () or sv.shape != ():
-            raise ValueError(f"`t` and `s` must be scalar times, got shapes {tv.shape} and {sv.shape}")
-        if not (np.isfinite(tv) and np.isfinite(sv)):
-            raise ValueError(f"`t` and `s` must be finite, got t={float(tv)}, s={float(sv)}")
-        if not 0 < tv <= T * (1 + 1e-6):
-            raise ValueError(f"`t` must lie in (0, T] = (0, {float(T)}], got {float(tv)}")
-        if not 0 <= sv <= tv:
-            raise ValueError(
-                f"`s` must lie in [0, t] (the bridge runs backwards in time), "
-                f"got s={float(sv)}, t={float(tv)}"
-            )
-        return t, s
-    t, s = jnp.asarray(t), jnp.asarray(s)
-    if t.shape != () or s.shape != ():
-        raise ValueError(f"`t` and `s` must be scalar times, got shapes {t.shape} and {s.shape}")
-    bad = ~((t > 0) & (t <= process.T * (1 + 1e-6)) & (s >= 0) & (s <= t))
-    t = eqx.error_if(t, bad, "`bridge` needs 0 <= s <= t <= T")
+    if jnp.shape(t) != () or jnp.shape(s) != ():
+        raise ValueError(f"`t` and `s` must be scalar times, got shapes {jnp.shape(t)} and {jnp.shape(s)}")
+    t = check_time("t", t, process.T, strictly_positive=True)
+    s = check_time("s", s, t, strictly_positive=False, bound="t", what="the bridge runs backwards in time")
     return t, s
 
 

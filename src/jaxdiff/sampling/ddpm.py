@@ -1,7 +1,7 @@
 r"""DDPM (ancestral) and DDIM on the grid of a continuous-time process.
 
 Both use the exact Gaussian transitions of a point-started linear process (`bridge.py`) with
-the unknown $x_0$ replaced by the denoiser $\hat x_0 = D(t, x_t)$ (THEORY.md §2):
+the unknown $x_0$ replaced by the denoiser $\hat x_0 = D(t, x_t)$:
 
 * **DDPM** (Ho et al. 2020): $x_s \sim N(c_t x_t + c_0 \hat x_0, \mathrm{std}^2 I)$, the bridge
   $X_s | X_t, X_0 = \hat x_0$, i.e. the posterior $q(x_{k-1} | x_k, x_0)$ with

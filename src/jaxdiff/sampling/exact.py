@@ -1,7 +1,7 @@
 r"""The exact ancestral sampler: no discretisation error on any grid.
 
 For an exact law of $X_0$ (point cloud, Gaussian mixture, Gaussian) the reverse transition
-of the forward process is known (THEORY.md §2):
+of the forward process is known:
 $p(x_s | x_t) = \int p(x_s | x_t, x_0)\, p(x_0 | x_t)\, dx_0$. One step therefore draws
 
 1. $X_0 \sim p(x_0 | X_t = x_t)$ (`law.posterior_sample_at`, streamed for point clouds),
@@ -18,16 +18,16 @@ import jax
 from jaxtyping import PRNGKeyArray
 
 from ..distributions import AbstractLaw
-from .base import AbstractStepSampler
+from .base import AbstractSampler, scan_steps
 from .bridge import bridge_coefficients
 
 
-class ExactSampler(AbstractStepSampler):
+class ExactSampler(AbstractSampler):
     """Exact reverse-time sampling of `law` (a `PointCloud`, `GaussianMixture` or `Gaussian`).
 
     Starts from the exact marginal at `ts[0]` (unless `x_init` is given: then it samples the
     exact reverse transitions from that start, e.g. to measure initialisation error alone).
-    Zero score evaluations.
+    Zero score evaluations; runs through the same step loop (`scan_steps`) as the step samplers.
     """
 
     uses_score = False
@@ -47,7 +47,19 @@ class ExactSampler(AbstractStepSampler):
 
     # The exact marginal instead of the prior: no initialisation error either.
     def initial(self, key: PRNGKeyArray, process, ts, shape):
+        self._check_event(shape[1:])
         return self.law.sample_at(key, shape[0], process.alpha(ts[0]), process.sigma(ts[0])).astype(ts.dtype)
+
+    def integrate(self, key, score, process, ts, x, *, trajectory):
+        self._check_event(x.shape)  # at trace time
+        return scan_steps(self, key, score, process, ts, x, trajectory=trajectory)
+
+    def _check_event(self, event):
+        if tuple(event) != (self.law.dim,):
+            raise ValueError(
+                f"`shape` must be (batch, {self.law.dim}) for the ExactSampler's law, "
+                f"got event shape {tuple(event)}"
+            )
 
     def init_state(self, score, process, ts, x):
         return None

@@ -3,7 +3,8 @@ r"""The probability-flow ODE, solved with any Diffrax ODE solver.
 $$\frac{dx}{dt} = f(t)\,x - \tfrac12 g(t)^2\, s(t, x),$$
 
 integrated in ordinary time from `t0 = T` down to `t1 = t_end` (Diffrax allows `t1 < t0`),
-so the score is always called at the true time `t`. Its flow map transports the marginals
+so the score is always called at the true time `t`. The vector field is
+`-jaxdiff.reverse_drift(process, score, t, x, noise=0.0)`. Its flow map transports the marginals
 $p_T \to p_{t_\mathrm{end}}$ exactly (Song et al. 2021); errors come from the solver alone.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import diffrax
 
-from .base import AbstractSampler
-from .sde import solver_nfe
+from ..processes import reverse_drift
+from .base import AbstractScoreSampler
+from .diffrax_nfe import solver_nfe
 
 
-class ProbabilityFlow(AbstractSampler):
+class ProbabilityFlow(AbstractScoreSampler):
     """Deterministic sampling through the probability-flow ODE.
 
     `stepsize_controller=None` (default) steps exactly on the grid (`diffrax.StepTo(ts)`);
@@ -61,8 +63,8 @@ class ProbabilityFlow(AbstractSampler):
         event = x.shape
 
         def vf(t, y, args):
-            xe = y.reshape(event)
-            return (process.f(t) * xe - 0.5 * process.g2(t) * score(t, xe)).reshape(-1)
+            # in ordinary time: minus the reverse-time drift of the noiseless member
+            return -reverse_drift(process, score, t, y.reshape(event), noise=0.0).reshape(-1)
 
         if self.stepsize_controller is None:
             controller, dt0, max_steps = diffrax.StepTo(ts), None, ts.shape[0] - 1

@@ -63,8 +63,6 @@ class PredictorCorrector(AbstractStepSampler):
                 f"`predictor` must be a step sampler (ReverseSDE(), DDPM(), ...), "
                 f"got {type(predictor).__name__}"
             )
-        if isinstance(predictor, ReverseSDE) and predictor.solver is not None:
-            raise ValueError("`predictor` must be ReverseSDE() with solver=None (a one-step map)")
         if not isinstance(n_corrector, int) or isinstance(n_corrector, bool) or n_corrector < 0:
             raise ValueError(f"`n_corrector` must be a non-negative integer, got {n_corrector!r}")
         if is_concrete(snr) and not float(snr) > 0:
