@@ -10,6 +10,8 @@ $E[X_0 | X_t = x] = (x + \sigma^2 s(t, x)) / \alpha$.
 import abc
 
 import equinox as eqx
+import jax
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import check_sample_shape, check_time, is_concrete
@@ -51,12 +53,21 @@ def tweedie_denoise(score: AbstractScore, t: Scalar, x: Float[Array, "*shape"]) 
     return (x + p.sigma2(t) * score(t, x)) / p.alpha(t)
 
 
+def _same_process(p: AbstractProcess, q: AbstractProcess) -> bool:
+    """Same class and equal parameters (a Python float equals the same value as an array)."""
+    if type(p) is not type(q) or jax.tree.structure(p) != jax.tree.structure(q):
+        return False
+    pairs = zip(jax.tree.leaves(p), jax.tree.leaves(q))
+    return all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in pairs)
+
+
 def check_score_process(score, process: AbstractProcess) -> None:
     """Refuse a jaxdiff score whose `process` differs from `process` (an argument check)."""
     if not isinstance(score, AbstractScore):
         return
-    same = eqx.tree_equal(score.process, process)
-    if is_concrete(same) and not bool(same):
+    if type(score.process) is type(process) and not is_concrete(score.process, process):
+        return  # traced parameters (the score under jit): nothing to compare eagerly
+    if not _same_process(score.process, process):
         raise ValueError(
             f"`process` ({process!r}) differs from `score.process` ({score.process!r}): a score belongs "
             "to the process it was built or trained with; pass that process"
