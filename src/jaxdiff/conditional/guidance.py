@@ -42,7 +42,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import as_float_array, is_concrete
 from ..processes import AbstractProcess
-from ..scores import AbstractScore, without_time_checks
+from ..scores import AbstractScore, tweedie_denoise, without_time_checks
 
 Scalar = Float[ArrayLike, ""]
 
@@ -143,6 +143,9 @@ class ClassifierFreeGuidance(AbstractScore):
             (without_time_checks(self.conditional), without_time_checks(self.unconditional)),
         )
 
+    def denoise(self, t, x):
+        return tweedie_denoise(self, t, x)
+
     def __call__(self, t, x):
         sc, su = self.conditional(t, x), self.unconditional(t, x)
         w = self.scale
@@ -182,6 +185,9 @@ class ClassifierGuidance(AbstractScore):
 
     def without_time_checks(self) -> ClassifierGuidance:
         return eqx.tree_at(lambda s: s.score, self, without_time_checks(self.score))
+
+    def denoise(self, t, x):
+        return tweedie_denoise(self, t, x)
 
     def __call__(self, t, x):
         s = self.score(t, x)

@@ -39,7 +39,7 @@ from jaxtyping import Array, ArrayLike, Float
 from .._checks import is_concrete
 from ..processes import AbstractProcess
 from ..sampling.base import AbstractStepSampler, denoiser
-from ..scores import AbstractScore, without_time_checks
+from ..scores import AbstractScore, tweedie_denoise, without_time_checks
 from .guidance import _process_of, _scale
 from .observation import LinearObservation
 
@@ -60,6 +60,9 @@ class _AbstractLikelihoodGuidance(AbstractScore):
 
     def without_time_checks(self):
         return eqx.tree_at(lambda s: s.score, self, without_time_checks(self.score))
+
+    def denoise(self, t, x):
+        return tweedie_denoise(self, t, x)
 
     def _correction(self, t, x, residual_map):
         A = self.observation.A.astype(x.dtype)
@@ -177,9 +180,6 @@ class Replacement(AbstractStepSampler):
     def nfe(self, steps):
         n = self.inner.nfe(steps)
         return None if n is None else n * self.resample
-
-    def initial(self, key, process, ts, shape):
-        return self.inner.initial(key, process, ts, shape)
 
     def init_state(self, score, process, ts, x):
         return self.inner.init_state(score, process, ts, x)
