@@ -35,6 +35,7 @@ from .rows import (
     at_most as at_most,
     chi_square as chi_square,
     close as close,
+    converging as converging,
     judge as judge,
     make_row as make_row,
     ratio as ratio,

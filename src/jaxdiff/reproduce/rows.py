@@ -12,6 +12,9 @@ Criteria (elementwise over lists; every element must pass; a non-finite number f
 * `close(tol)`: `|measured - predicted| <= tol`;
 * `at_most(tol)`: `measured <= predicted + tol` (an upper bound);
 * `at_least(tol)`: `measured >= predicted - tol` (a lower bound);
+* `converging(tol)`: over entries ordered by a growing parameter (a dimension), the ratio
+  `measured / predicted` tends to 1: `|ratio - 1|` at the last entry is `<= tol` and no
+  larger than at the first;
 * `chi_square(level)`: counts `measured` against probabilities `predicted`, p-value `> level`;
 * `all_of(**parts)`: `predicted` and `measured` are dicts with the same keys, each part
   judged by its own criterion.
@@ -75,6 +78,16 @@ def at_least(tol: float = 0.0, text: str = "") -> dict:
     return _criterion("at_least", tol, text or f"measured >= predicted - {tol:g}")
 
 
+def converging(tol: float, text: str = "") -> dict:
+    """`|measured / predicted - 1|` is `<= tol` at the last entry and no larger than at the
+    first (entries ordered by a growing parameter, e.g. the dimension)."""
+    return _criterion(
+        "converging",
+        tol,
+        text or f"|measured / predicted - 1| shrinks along the sequence and ends <= {tol:g}",
+    )
+
+
 def chi_square(level: float, text: str = "") -> dict:
     """Pearson's chi-square test of counts `measured` against probabilities `predicted`
     (cells expecting fewer than 5 pooled): the p-value must exceed `level`."""
@@ -125,6 +138,9 @@ def judge(row_or_criterion: dict, predicted=None, measured=None) -> bool:
             ok = np.abs(m - p) <= tol
         elif kind == "at_most":
             ok = m <= p + tol
+        elif kind == "converging":
+            gap = np.abs(m / p - 1.0)
+            ok = np.array([gap[-1] <= tol and gap[-1] <= gap[0]])
         elif kind == "at_least":
             ok = m >= p - tol
         else:
