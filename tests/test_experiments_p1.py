@@ -31,19 +31,38 @@ def _run(name, out):
     return rows
 
 
+def _fails(row, predicted):
+    """The hook: the row's own measurement judged against a wrong prediction must say no."""
+    return not reproduce.judge(row, predicted=predicted)
+
+
 def test_support(tmp_path):
     rows = _run("support", tmp_path)
-    contain, landing = rows["support_containment"], rows["support_landing"]
-    laws = contain["details"]["initial_laws"]
-    # every landing point within the Gaussian tail radius of a data point; the start was not
-    assert all(r["max_distance"] <= contain["details"]["radius"] for r in laws)
-    assert all(r["share_of_initial_within_radius"] < 0.5 for r in laws)
-    # chi-square: consistent with pi_i, inconsistent with the uniform 1/N
-    assert all(r["p_value"] > 0.005 for r in laws)
-    assert all(r["p_uniform"] < 1e-3 for r in laws)
-    for r in laws:
-        assert abs(sum(r["pi"]) - 1) < 1e-9 and sum(r["counts"]) == landing["details"]["config"]["n_samples"]
-    assert contain["holds"] and landing["holds"]
+    assert all(r["holds"] for r in rows.values())
+    landing = rows["support_landing"]
+    for law, pi in landing["predicted"].items():
+        assert (
+            abs(sum(pi) - 1) < 1e-9
+            and sum(landing["measured"][law]) == landing["details"]["config"]["n_samples"]
+        )
+    # wrong predictions: landing uniformly on the points (as from rho_T); pi with its largest
+    # and smallest entries swapped
+    uniform = {k: [1 / len(v)] * len(v) for k, v in landing["predicted"].items()}
+    assert _fails(landing, uniform)
+    swapped = {}
+    for k, v in landing["predicted"].items():
+        v = list(v)
+        i, j = int(np.argmax(v)), int(np.argmin(v))
+        v[i], v[j] = v[j], v[i]
+        swapped[k] = v
+    assert _fails(landing, swapped)
+    # continuous data: the law reached from rho_T (h = 1) is the wrong prediction for both
+    for name in ("support_continuous_sde", "support_continuous_flow"):
+        r = rows[name]
+        assert _fails(r, r["details"]["law_reached_from_rho_T"])
+        # and nothing lands beyond the support's blur, where the start put mass
+        share = r["details"]["share_beyond_support_plus_4_sigma"]
+        assert share["sde"] == 0 and share["flow"] == 0 and share["start"] > 0.01
 
 
 def test_explicit_solution(tmp_path):
@@ -96,15 +115,22 @@ def test_loss_minimiser(tmp_path):
 
 def test_collapse_time(tmp_path):
     rows = _run("collapse_time", tmp_path)
-    cases = rows["collapse_time_trend"]["details"]["cases"]
-    for c in cases:
-        # t_C recomputed here from Biroli et al.'s formula (s = 1)
-        t_c = 0.5 * np.log1p(1 / (c["N"] ** (2 / c["d"]) - 1))
-        assert abs(t_c - c["t_C"]) < 1e-12
-        assert 0.5 <= c["t_star"] / t_c <= 2.0, c
-    # more points collapse later (smaller t*) at fixed d
-    for d in {c["d"] for c in cases}:
-        ts = [c["t_star"] for c in sorted(cases, key=lambda c: c["N"]) if c["d"] == d]
-        assert all(b < a for a, b in zip(ts, ts[1:]))
-    ratio = np.array(rows["collapse_time_paths"]["details"]["ratio"])
-    assert np.all((ratio >= 0.5) & (ratio <= 2.0))
+    assert all(r["holds"] for r in rows.values())
+    trend = rows["collapse_time_trend"]
+    d, n = np.array(trend["details"]["dims"], float), np.array(trend["details"]["N"], float)
+    # t_C recomputed here from Biroli et al.'s formula
+    t_c = 0.5 * np.log1p(1 / (n ** (2 / d) - 1))
+    np.testing.assert_allclose(trend["predicted"], t_c, rtol=1e-12)
+    # wrong formulas and constants fail: 0.5 N^(-2/d), no "-1", 20% off either way
+    for wrong in (0.5 * n ** (-2 / d), 0.5 * np.log1p(n ** (-2 / d)), 1.2 * t_c, 0.8 * t_c):
+        assert _fails(trend, list(wrong))
+    paths = rows["collapse_time_paths"]
+    assert _fails(paths, 1.2 * paths["predicted"]) and _fails(paths, 0.8 * paths["predicted"])
+    assert _fails(paths, 0.5 * n[-1] ** (-2 / d[-1]))
+    spec = rows["speciation_time"]
+    lam = np.array(spec["details"]["Lambda"])
+    np.testing.assert_allclose(spec["predicted"], 0.5 * np.log(lam), rtol=1e-12)
+    for wrong in (np.log(lam), 1.2 * 0.5 * np.log(lam), 0.8 * 0.5 * np.log(lam), 0.5 * np.log(lam / 2)):
+        assert _fails(spec, list(wrong))
+    # speciation comes before collapse in the reverse dynamics: at a larger diffusion time
+    assert min(spec["measured"][1:]) > max(trend["measured"])
