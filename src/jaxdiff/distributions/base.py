@@ -100,15 +100,15 @@ class AbstractLaw(eqx.Module):
     def sample_at(self, key: PRNGKeyArray, n: int, alpha, sigma) -> Float[Array, "n d"]:
         """`n` draws of `alpha X_0 + sigma Z`; row `i` uses `fold_in(key, i)`."""
 
+    @abc.abstractmethod
     def denoise_at(self, alpha, sigma, x: Float[Array, " d"]) -> Float[Array, " d"]:
         """Tweedie's denoiser `E[X_0 | alpha X_0 + sigma Z = x]`."""
-        return self.posterior_at(alpha, sigma, x).mean()
 
+    @abc.abstractmethod
     def posterior_sample_at(
         self, key: PRNGKeyArray, alpha, sigma, x: Float[Array, " d"]
     ) -> Float[Array, " d"]:
         """One draw of `X_0` given `alpha X_0 + sigma Z = x`."""
-        return self.posterior_at(alpha, sigma, x).sample(key)
 
     # ---- the law itself (t = 0) -------------------------------------------------------
 

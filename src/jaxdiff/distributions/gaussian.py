@@ -50,5 +50,11 @@ class Gaussian(AbstractLaw):
     def posterior_at(self, alpha, sigma, x):
         return self.mixture.posterior_at(alpha, sigma, x)
 
+    def denoise_at(self, alpha, sigma, x):
+        return self.mixture.denoise_at(alpha, sigma, x)
+
+    def posterior_sample_at(self, key, alpha, sigma, x):
+        return self.mixture.posterior_sample_at(key, alpha, sigma, x)
+
     def sample_at(self, key, n, alpha, sigma):
         return self.mixture.sample_at(key, n, alpha, sigma)

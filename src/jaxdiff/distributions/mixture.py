@@ -164,6 +164,12 @@ class GaussianMixture(AbstractLaw):
         scale = self.evecs * jnp.sqrt(self.evals * sigma**2 / v)[:, None, :]
         return Posterior(log_w, means, scale)
 
+    def denoise_at(self, alpha, sigma, x):
+        return self.posterior_at(alpha, sigma, x).mean()
+
+    def posterior_sample_at(self, key, alpha, sigma, x):
+        return self.posterior_at(alpha, sigma, x).sample(key)
+
     def sample_at(self, key, n, alpha, sigma):
         def one(k):
             kc, kx, kz = jax.random.split(k, 3)
