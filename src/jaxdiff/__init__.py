@@ -53,6 +53,18 @@ from .sampling import (
     sample as sample,
 )
 
+# Few-step sampling: high-order multistep samplers, learned time grids, adaptive SDE
+from .sampling import (
+    DEIS as DEIS,
+    AdaptiveSDE as AdaptiveSDE,
+    IPNDM as IPNDM,
+    LMS as LMS,
+    TunedGrid as TunedGrid,
+    TuneLog as TuneLog,
+    UniPC as UniPC,
+    tune_grid as tune_grid,
+)
+
 # Learning: likelihood, losses, network scores, training
 from .likelihood import (
     AbstractDivergence as AbstractDivergence,

@@ -2,6 +2,7 @@
 probability-flow ODE, DDPM/DDIM, EDM's Heun, DPM-Solver++, predictor–corrector, and the
 exact bridge and ancestral sampler."""
 
+from .adaptive import AdaptiveSDE as AdaptiveSDE
 from .base import (
     AbstractSampler as AbstractSampler,
     AbstractScoreSampler as AbstractScoreSampler,
@@ -24,6 +25,9 @@ from .grids import (
     LogSNRGrid as LogSNRGrid,
     UniformGrid as UniformGrid,
 )
+from .multistep import DEIS as DEIS, IPNDM as IPNDM, LMS as LMS
 from .ode import ProbabilityFlow as ProbabilityFlow
 from .pc import PredictorCorrector as PredictorCorrector
 from .sde import ReverseSDE as ReverseSDE
+from .tuning import TunedGrid as TunedGrid, TuneLog as TuneLog, tune_grid as tune_grid
+from .unipc import UniPC as UniPC
