@@ -79,7 +79,9 @@ def _solve(score, process, x, sampler, grid, steps):
         kw = dict(grid=grid, steps=steps, t_end=_t_end(process))
     else:
         kw = dict(grid=grid)
-    return jd.sample(jax.random.PRNGKey(0), score, process, x.shape, sampler=sampler, x_init=x, denoise=True, **kw)
+    return jd.sample(
+        jax.random.PRNGKey(0), score, process, x.shape, sampler=sampler, x_init=x, denoise=True, **kw
+    )
 
 
 def _rms(a, b):
@@ -166,7 +168,11 @@ def run(quick: bool = True) -> dict:
         score, process, x = P["score"], P["process"], P["x"]
         ref = _solve(score, process, x, jd.EDMHeun(), jd.EDMGrid(7.0), P["ref_steps"])
         ref2 = _solve(score, process, x, jd.EDMHeun(), jd.EDMGrid(7.0), 2 * P["ref_steps"])
-        refs[pname] = {"ref_steps": P["ref_steps"], "ref_vs_double_rms": _rms(ref, ref2), "n": int(x.shape[0])}
+        refs[pname] = {
+            "ref_steps": P["ref_steps"],
+            "ref_vs_double_rms": _rms(ref, ref2),
+            "n": int(x.shape[0]),
+        }
         small = quick and pname != "ring2d"
         nfes = (5, 10, 20) if small else NFES
         for sname, sampler in _hand_samplers(small):

@@ -36,8 +36,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._checks import is_concrete
 from ..processes import AbstractProcess
 from ..scores import ExactScore
-from .base import AbstractSampler, AbstractStepSampler, sample
+from .base import AbstractSampler, AbstractStepSampler
 from .edm import EDMHeun, noise_level
+from .entry import sample
 from .grids import AbstractGrid, EDMGrid
 
 
