@@ -97,8 +97,12 @@ def test_first_step_is_ddim():
         )
 
 
-@pytest.mark.parametrize("sampler", [jd.LMS(4), jd.DEIS(3), jd.IPNDM(4), jd.UniPC(3), jd.DPMSolverPP(3)],
-                         ids=lambda s: type(s).__name__)  # fmt: skip
+@pytest.mark.parametrize(
+    "sampler",
+    [jd.LMS(4), jd.UniPC(3), jd.DPMSolverPP(3), pytest.param(jd.DEIS(3), marks=pytest.mark.slow),
+     pytest.param(jd.IPNDM(4), marks=pytest.mark.slow)],
+    ids=lambda s: type(s).__name__,
+)  # fmt: skip
 def test_float32_finite_to_tiny_t_end(sampler):
     process = jd.VP()
     score = jd.ExactScore(process, jd.GaussianMixture(WIDE.means.astype(jnp.float32), 0.5))

@@ -52,8 +52,9 @@ class AdaptiveSDE(AbstractScoreSampler):
     max_attempts: int = 10_000
     brownian_tol: float = 1e-6
 
-    def __init__(self, rtol: Scalar = 0.05, atol: Scalar = 0.01, *, h_init: Scalar = 0.01, safety: float = 0.9,
-                 exponent: float = 0.9, max_attempts: int = 10_000, brownian_tol: float = 1e-6):  # fmt: skip
+    def __init__(self, rtol: Scalar = 0.05, atol: Scalar = 0.01, *, h_init: Scalar = 0.01,
+                 safety: float = 0.9, exponent: float = 0.9, max_attempts: int = 10_000,
+                 brownian_tol: float = 1e-6):  # fmt: skip
         """**Arguments:** `rtol`, `atol`: the relative and absolute tolerances (> 0); `h_init`:
         the first step as a fraction of `T`; `safety` ($\\theta$) and `exponent` ($r$) of the
         step-size rule; `max_attempts`: the cap on attempted steps per sample;
