@@ -194,8 +194,8 @@ def test_bad_input():
         jd.sample(KEY, OU_SCORE, OU, (4, 3))  # the law is 2-D
     with pytest.raises(ValueError, match="`eta` must lie in"):
         jd.DDIM(eta=1.5)
-    with pytest.raises(ValueError, match="`order` must be 1 or 2"):
-        jd.DPMSolverPP(order=3)
+    with pytest.raises(ValueError, match="`order` of DPMSolverPP must be one of"):
+        jd.DPMSolverPP(order=4)
 
 
 def test_nan_score_is_an_error():
