@@ -123,8 +123,12 @@ def test_network_score_checks():
     score = jd.NetworkScore(model, jd.OU())
     with pytest.raises(ValueError, match="`t` must be > 0"):
         score(jnp.array(0.0), jnp.ones(2))
-    # the default is the eps parametrisation: score = -model(c_noise, x) / sigma for OU (c_in = 1)
+    # the default is EDM preconditioning with sigma_data unset (1 until `train` estimates it):
+    # for OU, alpha^2 + sigma^2 = 1 so c_in = 1; D = c_skip x / alpha + c_out F
+    assert isinstance(score.parametrisation, jd.EDMParam) and score.parametrisation.sigma_data is None
     t = jnp.array(0.4)
     p = jd.OU()
-    expect = -model(-p.log_snr(t) / 8, jnp.ones(2)) / p.sigma(t)
-    np.testing.assert_allclose(score(t, jnp.ones(2)), expect, rtol=1e-12)
+    a, s2 = p.alpha(t), p.sigma2(t)
+    st2 = s2 / a**2
+    d = 1 / (st2 + 1) * jnp.ones(2) / a + jnp.sqrt(st2 / (st2 + 1)) * model(-p.log_snr(t) / 8, jnp.ones(2))
+    np.testing.assert_allclose(score(t, jnp.ones(2)), (a * d - jnp.ones(2)) / s2, rtol=1e-10)

@@ -125,8 +125,88 @@ def test_interrupted_write_leaves_previous_checkpoint(resumed, tmp_path, monkeyp
         jd.save_checkpoint(path, second)
     monkeypatch.undo()
     assert path.read_bytes() == before
-    _assert_bit_equal(first, jd.load_checkpoint(path, second))
+    _assert_bit_equal(first, jd.load_checkpoint(path, _tiny_score(seed=2)))
     assert os.listdir(tmp_path) == ["score.eqx"]  # no temporary file left behind
+
+
+def test_damaged_checkpoints_are_named_truncated_or_corrupted(resumed, tmp_path):
+    trained = resumed[0]
+    path = jd.save_checkpoint(tmp_path / "score.eqx", trained)
+    good = path.read_bytes()
+    like = _tiny_score(seed=2)
+    flipped = bytearray(good)
+    flipped[-40:-24] = bytes(b ^ 0xFF for b in flipped[-40:-24])  # 16 payload bytes
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(jd.CheckpointError, match=r"score\.eqx.*corrupted"):
+        jd.load_checkpoint(path, like)
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(jd.CheckpointError, match=r"score\.eqx.*truncated"):
+        jd.load_checkpoint(path, like)
+    lines = good.split(b"\n", 2)
+    path.write_bytes(lines[0] + b"\n{not json\n" + lines[2])
+    with pytest.raises(jd.CheckpointError, match=r"score\.eqx.*corrupted.*JSON"):
+        jd.training.read_checkpoint_meta(path)
+    assert issubclass(jd.CheckpointError, ValueError)
+
+
+def test_full_disk_is_an_oserror_and_keeps_the_previous_file(resumed, tmp_path, monkeypatch):
+    import errno
+
+    path = jd.save_checkpoint(tmp_path / "score.eqx", _tiny_score(seed=1))
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        jd.save_checkpoint(path, resumed[0])
+    monkeypatch.undo()
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["score.eqx"]
+
+
+def test_stale_temporary_files_are_cleaned(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale, live = tmp_path / f".score.eqx.tmp-{dead}", tmp_path / f".score.eqx.tmp-{os.getppid()}"
+    stale.write_bytes(b"half a file")
+    live.write_bytes(b"being written")
+    jd.save_checkpoint(tmp_path / "score.eqx", {"a": jnp.zeros(2)})
+    assert not stale.exists() and live.exists()
+
+
+def test_resume_checks_the_run(resumed, tmp_path):
+    import shutil
+
+    res, path = resumed[2], tmp_path / "run.eqx"
+    shutil.copy(resumed[4], path)  # a 40-step run on DATA
+    # another data set, batch size or loss: refused, naming what differs, before any step
+    with pytest.raises(ValueError, match="another run: data"):
+        jd.train(_tiny_score(), DATA[:256], PROCESS, key=jax.random.PRNGKey(1), steps=40, batch_size=32,
+                 optimizer=OPT, log_every=10, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match="batch_size"):
+        _train(_tiny_score(), 40, checkpoint=path, batch_size=16)
+    with pytest.raises(ValueError, match="loss"):
+        _train(_tiny_score(), 40, checkpoint=path, loss=jd.DSMLoss())
+    # a checkpoint past `steps` is an error; one at `steps` returns its model without training
+    with pytest.raises(ValueError, match="step 40, past `steps`=10"):
+        _train(_tiny_score(), 10, checkpoint=path)
+    _assert_bit_equal(res, _train(_tiny_score(), 40, checkpoint=path))
+    # resume="force" takes the file anyway
+    forced = jd.train(_tiny_score(), DATA[:256], PROCESS, key=jax.random.PRNGKey(1), steps=40, batch_size=32,
+                      optimizer=OPT, log_every=10, progress=False, checkpoint=path, resume="force")
+    _assert_bit_equal(res, forced)
+    # a plain tree from save_checkpoint is not a training state
+    plain = jd.save_checkpoint(tmp_path / "plain.eqx", res)
+    with pytest.raises(jd.CheckpointError, match="save_checkpoint"):
+        _train(_tiny_score(), 40, checkpoint=plain)
+
+
+def test_checkpoint_paths_are_checked_before_training(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path, tmp_path / "file" / "run.eqx"):
+        with pytest.raises(ValueError, match="checkpoint"):
+            _train(_tiny_score(), 10, checkpoint=bad, optimizer=optax.scale(jnp.nan))  # NaN if it ran
 
 
 # ---- EMA, errors ---------------------------------------------------------------------------------

@@ -98,6 +98,7 @@ from .network_score import (
     VParam as VParam,
     X0Param as X0Param,
 )
+from .checkpoint import CheckpointError as CheckpointError
 from .training import (
     TrainLog as TrainLog,
     load_checkpoint as load_checkpoint,

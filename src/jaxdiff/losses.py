@@ -81,11 +81,19 @@ class LikelihoodWeighting(AbstractWeighting):
 class EDMWeighting(AbstractWeighting):
     """EDM's weighting (Karras et al. 2022), `(sigma~^2 + sigma_d^2) / (sigma~ sigma_d)^2` on
     `|D - x0|^2`, written on the score: `lambda = sigma^2 (sigma~^2 + sigma_d^2) / sigma_d^2`
-    with `sigma~ = sigma / alpha`. Pair it with `LogNormalTime`."""
+    with `sigma~ = sigma / alpha`. Pair it with `LogNormalTime`.
 
-    sigma_data: float = 0.5
+    `sigma_data`: the data's scale per coordinate; `None` (the default) is filled in by
+    `jaxdiff.train` from the score's `EDMParam` or, failing that, from the data."""
+
+    sigma_data: float | None = None
 
     def __call__(self, process, t):
+        if self.sigma_data is None:
+            raise ValueError(
+                "`EDMWeighting(sigma_data=None)` is resolved by `jaxdiff.train`; elsewhere give the "
+                "data's scale, e.g. EDMWeighting(sigma_data=0.5)"
+            )
         st2 = jnp.exp(-process.log_snr(t))
         return process.sigma2(t) * (st2 + self.sigma_data**2) / self.sigma_data**2
 

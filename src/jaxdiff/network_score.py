@@ -49,11 +49,12 @@ class AbstractParametrisation(eqx.Module):
     parametrisations (see the module docstring); subclasses give `score`.
     """
 
-    sigma_data: eqx.AbstractVar[float]
+    sigma_data: eqx.AbstractVar[float | None]
 
     def c_in(self, process: AbstractProcess, t: Scalar) -> Float[Array, ""]:
         """Input scale `1 / sqrt(alpha^2 sigma_data^2 + sigma^2)`."""
-        return jnp.reciprocal(jnp.sqrt(process.alpha(t) ** 2 * self.sigma_data**2 + process.sigma2(t)))
+        sd = _sigma_data(self)
+        return jnp.reciprocal(jnp.sqrt(process.alpha(t) ** 2 * sd**2 + process.sigma2(t)))
 
     def c_noise(self, process: AbstractProcess, t: Scalar) -> Float[Array, ""]:
         """Noise conditioning `log(sigma / alpha) / 4 = -log_snr / 8`."""
@@ -62,6 +63,11 @@ class AbstractParametrisation(eqx.Module):
     @abc.abstractmethod
     def score(self, process: AbstractProcess, t: Scalar, x: Array, out: Array) -> Array:
         """The score at `(t, x)` given the network output `out` (same shape as `x`)."""
+
+
+def _sigma_data(p: AbstractParametrisation) -> float:
+    # `None` is "not yet estimated from the data" (see `EDMParam`)
+    return 1.0 if p.sigma_data is None else p.sigma_data
 
 
 class EpsParam(AbstractParametrisation):
@@ -106,14 +112,19 @@ class ScoreParam(AbstractParametrisation):
 
 class EDMParam(AbstractParametrisation):
     """EDM preconditioning (Karras et al. 2022) in the scaled view `x / alpha`:
-    `D = c_skip x / alpha + c_out F`, `score = (alpha D - x) / sigma^2`."""
+    `D = c_skip x / alpha + c_out F`, `score = (alpha D - x) / sigma^2`.
 
-    sigma_data: float = 0.5
+    `sigma_data`, the scale of the data per coordinate: a number, or `None` (the default),
+    which `jaxdiff.train` replaces by the root mean square of the training data (recorded in
+    the trained score). Until then, `None` acts as 1, the scale of standardised data.
+    """
+
+    sigma_data: float | None = None
 
     def c_skip_out(self, process: AbstractProcess, t: Scalar) -> tuple[Float[Array, ""], Float[Array, ""]]:
         """`(c_skip, c_out)` at time `t` (functions of `sigma~ = sigma / alpha` only)."""
         st2 = jnp.exp(-process.log_snr(t))  # sigma~^2, accurate for small t
-        sd2 = self.sigma_data**2
+        sd2 = _sigma_data(self) ** 2
         return sd2 / (st2 + sd2), jnp.sqrt(st2 * sd2 / (st2 + sd2))
 
     def score(self, process, t, x, out):
@@ -142,8 +153,9 @@ class NetworkScore(AbstractScore):
 
         - `model`: the network, `model(c, x) -> array shaped like x`.
         - `process`: the forward process the score belongs to.
-        - `parametrisation`: `EpsParam()` (default), `X0Param()`, `VParam()`, `ScoreParam()`
-          or `EDMParam(sigma_data=...)`.
+        - `parametrisation`: `EDMParam()` (default: EDM preconditioning, its `sigma_data`
+          estimated from the data by `train`), `EpsParam()`, `X0Param()`, `VParam()`,
+          `ScoreParam()` or `EDMParam(sigma_data=...)`.
         - `check_times`: check a traced `t` at run time (see `without_time_checks`).
         """
         if not callable(model):
@@ -151,7 +163,7 @@ class NetworkScore(AbstractScore):
         if not isinstance(process, AbstractProcess):
             raise ValueError(f"`process` must be a jaxdiff process (OU, VP...), got {type(process).__name__}")
         if parametrisation is None:
-            parametrisation = EpsParam()
+            parametrisation = EDMParam()
         if not isinstance(parametrisation, AbstractParametrisation):
             raise ValueError(
                 "`parametrisation` must be one of EpsParam(), X0Param(), VParam(), ScoreParam(), EDMParam(), "

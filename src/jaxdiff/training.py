@@ -30,7 +30,6 @@ the uninterrupted run).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import pathlib
 import time
@@ -41,68 +40,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ._checks import as_float_array, check_finite
+from .checkpoint import (
+    CheckpointError as CheckpointError,
+    fingerprint_mismatch,
+    load_checkpoint as load_checkpoint,
+    read_checkpoint_meta as read_checkpoint_meta,
+    save_checkpoint as save_checkpoint,
+)
 from .distributions import AbstractLaw
-from .losses import AbstractLoss, DSMLoss
+from .losses import AbstractLoss, DSMLoss, EDMWeighting, LogNormalTime
+from .parallel import device_mesh
 from .processes import AbstractProcess
 from .scores import AbstractScore
 
-_MAGIC = b"jaxdiff-checkpoint-v1\n"
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------
-
-
-def save_checkpoint(path: str | os.PathLike, tree: PyTree, *, meta: dict | None = None) -> pathlib.Path:
-    """Write `tree`'s arrays (Equinox serialisation) and a JSON `meta` header to `path`, atomically.
-
-    The bytes go to a temporary file beside `path`, are flushed to disk, and only then
-    replace `path` (`os.replace` is atomic on POSIX and Windows): a crash or an exception
-    mid-write leaves the previous file untouched.
-    """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(_MAGIC)
-            f.write(json.dumps(meta or {}).encode() + b"\n")
-            eqx.tree_serialise_leaves(f, tree)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def read_checkpoint_meta(path: str | os.PathLike) -> dict:
-    """The JSON header written by `save_checkpoint`."""
-    with open(path, "rb") as f:
-        return _read_header(f, path)
-
-
-def _read_header(f, path) -> dict:
-    if f.readline() != _MAGIC:
-        raise ValueError(f"`{path}` is not a jaxdiff checkpoint")
-    return json.loads(f.readline())
-
-
-def load_checkpoint(path: str | os.PathLike, like: PyTree) -> PyTree:
-    """Read a checkpoint written by `save_checkpoint` into the structure of `like`
-    (same tree structure, shapes and dtypes); the values are bit-for-bit those saved."""
-    with open(path, "rb") as f:
-        _read_header(f, path)
-        try:
-            return eqx.tree_deserialise_leaves(f, like)
-        except Exception as e:  # shapes or structure differ from the saved tree
-            raise ValueError(f"checkpoint `{path}` does not match the given structure: {e}") from e
-
+_KIND = "jaxdiff.train-state"
 
 # ---------------------------------------------------------------------------------------
 # The training loop
@@ -199,10 +154,101 @@ def _has_conv(tree) -> bool:
     return any(is_conv(x) for x in jax.tree.leaves(tree, is_leaf=is_conv))
 
 
+def _check_checkpoint_path(path) -> pathlib.Path:
+    """Refuse, before any training, a path that cannot be written as a file."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"`checkpoint` {path} is a directory: give a file name inside it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"`checkpoint` {path} lies inside {parent}, which is a file, not a folder")
+            break
+    return path
+
+
 def _check_positive_int(name, v):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
     return int(v)
+
+
+_LAW_DRAWS = 8192  # samples of a law from which `sigma_data` is estimated
+_SIGMA_DATA_KEY = 0x7FFFFFFF  # fold_in tag of that draw: no training step uses it
+
+
+def _sigma_data_of(data, key) -> float:
+    """The root mean square of the data's coordinates (1 for all-zero data)."""
+    if isinstance(data, AbstractLaw):
+        data = data.sample(jax.random.fold_in(key, _SIGMA_DATA_KEY), _LAW_DRAWS)
+    rms = float(np.sqrt(np.mean(np.square(np.asarray(data, np.float64)))))
+    return rms if rms > 0 else 1.0
+
+
+def _resolve_sigma_data(score, loss, data, key):
+    """Fill `sigma_data=None` of EDM preconditioning and of the EDM weighting: the score's own
+    value if it has one, else the data's scale; the trained score records it."""
+    from .losses import EDMWeighting, SlicedScoreMatchingLoss
+    from .network_score import EDMParam, NetworkScore
+
+    edm_score = isinstance(score, NetworkScore) and isinstance(score.parametrisation, EDMParam)
+    edm_loss = isinstance(loss, (DSMLoss, SlicedScoreMatchingLoss))
+    edm_loss = edm_loss and isinstance(loss.weighting, EDMWeighting)
+    sd = None
+    if edm_score:
+        sd = score.parametrisation.sigma_data
+    if (edm_score and sd is None) or (edm_loss and loss.weighting.sigma_data is None and sd is None):
+        sd = _sigma_data_of(data, key)
+    is_none = lambda x: x is None
+    if edm_score and score.parametrisation.sigma_data is None:
+        score = eqx.tree_at(lambda s: s.parametrisation.sigma_data, score, sd, is_leaf=is_none)
+    if edm_loss and loss.weighting.sigma_data is None:
+        loss = eqx.tree_at(lambda w: w.weighting.sigma_data, loss, sd, is_leaf=is_none)
+    return score, loss
+
+
+def _fingerprint(score, data, process, loss, optimizer, opt_state, batch_size, ema) -> dict:
+    """What a checkpoint must share with the run that resumes from it."""
+    from .checkpoint import tree_digest
+
+    if isinstance(data, AbstractLaw):
+        data_id = f"{type(data).__name__} {tree_digest(data)}"
+    else:
+        data_id = f"shape {tuple(data.shape)} {data.dtype} sha256 {tree_digest(data)}"
+    return {
+        "data": data_id,
+        "loss": f"{type(loss).__name__} {tree_digest(loss)}",
+        "optimizer": f"state {tree_digest(opt_state, values=False)}",
+        "batch_size": batch_size,
+        "ema": float(ema),
+        "process": f"{type(process).__name__} {tree_digest(process)}",
+        "network": f"{type(score).__name__} {tree_digest(score, values=False)}",
+    }
+
+
+def _resume_state(checkpoint, state, losses, fingerprint, steps, resume):
+    """The training state saved at `checkpoint`, after checking that it belongs to this run."""
+    meta = read_checkpoint_meta(checkpoint)
+    if meta.get("kind") != _KIND and "step" not in meta:
+        raise CheckpointError(
+            f"`checkpoint` {checkpoint} holds a plain tree written by save_checkpoint, not a training "
+            "state written by train: read it with load_checkpoint, or give train another path"
+        )
+    saved_step = int(meta["step"])
+    if resume != "force":
+        diff = fingerprint_mismatch(meta.get("fingerprint", {}), fingerprint)
+        if diff:
+            raise ValueError(
+                f"`checkpoint` {checkpoint} belongs to another run: " + "; ".join(diff) + " differ. "
+                "Give another checkpoint path, or pass resume='force' to continue from it anyway"
+            )
+    if saved_step > steps:
+        raise ValueError(
+            f"`checkpoint` {checkpoint} is at step {saved_step}, past `steps`={steps}: pass "
+            f"steps >= {saved_step} to continue it, or give another checkpoint path"
+        )
+    like = (state, np.zeros((saved_step,), losses.dtype))
+    return load_checkpoint(checkpoint, like)
 
 
 def train(
@@ -213,11 +259,12 @@ def train(
     key: PRNGKeyArray,
     steps: int,
     batch_size: int,
-    loss: AbstractLoss = DSMLoss(),
+    loss: AbstractLoss | None = None,
     optimizer: optax.GradientTransformation = optax.adam(1e-3),
     ema: float = 0.999,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
+    resume: str = "check",
     log_every: int = 100,
     progress: bool = True,
     devices: list | None = None,
@@ -235,13 +282,22 @@ def train(
     - `key`: the run's key; step `k` uses `fold_in(key, k)`.
     - `steps`: total number of optimisation steps (a resumed run continues up to it).
     - `batch_size`: examples per step (divisible by the number of `devices`).
-    - `loss`: a loss object, `DSMLoss(weighting=..., time_sampler=..., t_min=...)` (default)
-      or `SlicedScoreMatchingLoss(...)`.
+    - `loss`: a loss object, `DSMLoss(weighting=..., time_sampler=..., t_min=...)` or
+      `SlicedScoreMatchingLoss(...)`. Default: `DSMLoss(EDMWeighting(), LogNormalTime())`,
+      EDM's weighting and log-normal noise levels (Karras et al. 2022, "Elucidating the
+      Design Space of Diffusion-Based Generative Models", arXiv:2206.00364). An
+      `EDMWeighting(sigma_data=None)` takes the score's `sigma_data`, or the data's scale.
     - `optimizer`: an Optax transformation (default `optax.adam(1e-3)`). Reuse one object
       across calls: the compiled step is cached on it.
     - `ema`: EMA decay in `[0, 1)`; 0 returns the last iterate.
     - `checkpoint`: a file path; saved every `checkpoint_every` steps and at the end, and
-      resumed from when it exists.
+      resumed from when it exists. The file records a fingerprint of the run (the data's
+      shape and hash, the loss, the optimiser's state structure, `batch_size`, `ema`, the
+      process and the network's structure); resuming from a file of another run raises a
+      `ValueError` naming what differs. A file already at `steps` returns its model without
+      training; one past `steps` raises. A damaged file raises `CheckpointError`.
+    - `resume`: `"check"` (default) refuses a checkpoint whose fingerprint differs;
+      `"force"` resumes from it anyway (e.g. after changing the learning rate on purpose).
     - `log_every`: steps per compiled chunk (progress bar, NaN check).
     - `progress`: show a tqdm progress bar.
     - `devices`: devices for data parallelism (default: all local devices).
@@ -251,6 +307,9 @@ def train(
       inside a loop far slower (the benchmark U-Net: 40x), so the default `None` fuses unless
       the score contains an `equinox.nn.Conv` layer.
     - `return_log`: also return a `TrainLog` (per-step losses, wall time, last iterate).
+
+    A `NetworkScore` with `EDMParam(sigma_data=None)` (the default parametrisation) gets
+    `sigma_data`, the root mean square of the data's coordinates (of 8192 draws for a law).
 
     **Returns:** the trained score with the EMA weights (and the `TrainLog` if asked).
     A NaN or inf loss stops training with a `FloatingPointError` naming the step.
@@ -263,6 +322,8 @@ def train(
         raise ValueError(f"`process` must be a jaxdiff process, got {type(process).__name__}")
     if not bool(eqx.tree_equal(score.process, process)):
         raise ValueError("`process` differs from `score.process`: train a score with its own process")
+    if loss is None:
+        loss = DSMLoss(EDMWeighting(), LogNormalTime())
     if not isinstance(loss, AbstractLoss):
         raise ValueError(f"`loss` must be a loss object such as DSMLoss(), got {loss!r}")
     steps = _check_positive_int("steps", steps)
@@ -275,15 +336,20 @@ def train(
         data = check_finite("data", as_float_array("data", data))
         if data.ndim < 2 or data.shape[0] < 1:
             raise ValueError(f"`data` must have shape (N, *sample_shape) with N >= 1, got {data.shape}")
+    if resume not in ("check", "force"):
+        raise ValueError(f"`resume` must be 'check' or 'force', got {resume!r}")
+    if checkpoint is not None:
+        checkpoint = _check_checkpoint_path(checkpoint)
     devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("`devices` is empty")
     if batch_size % len(devices):
         raise ValueError(f"`batch_size` ({batch_size}) must be divisible by the {len(devices)} `devices`")
 
-    mesh = Mesh(np.array(devices), ("batch",))
+    mesh = device_mesh(devices)
     replicated = NamedSharding(mesh, PartitionSpec())
-    sharding = NamedSharding(mesh, PartitionSpec("batch"))
+    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    score, loss = _resolve_sigma_data(score, loss, data, key)
 
     if fuse_steps is None:
         fuse_steps = not _has_conv(score)
@@ -292,11 +358,12 @@ def train(
     losses = np.zeros((0,), np.dtype(jnp.result_type(float)))
     # only arrays move: Python scalars (a process's `T`, say) must stay static
     put = lambda tree: jax.tree.map(lambda a: jax.device_put(a, replicated) if eqx.is_array(a) else a, tree)
-    if checkpoint is not None and os.path.exists(checkpoint):
-        meta = read_checkpoint_meta(checkpoint)
-        like = (state, np.zeros((int(meta["step"]),), losses.dtype))
-        state, losses = load_checkpoint(checkpoint, like)
-        state, losses = put(state), np.asarray(losses)
+    fingerprint = None
+    if checkpoint is not None:
+        fingerprint = _fingerprint(score, data, process, loss, optimizer, state.opt_state, batch_size, ema)
+        if checkpoint.exists():
+            state, losses = _resume_state(checkpoint, state, losses, fingerprint, steps, resume)
+            state, losses = put(state), np.asarray(losses)
     frozen, data, key = put((frozen, data, key))
     start = int(state.step)
     chunk_losses = [losses]
@@ -326,7 +393,8 @@ def train(
             bar.update(n)
             bar.set_postfix(loss=f"{values.mean():.4g}")
             if checkpoint is not None and (step % checkpoint_every == 0 or step == steps):
-                save_checkpoint(checkpoint, (state, np.concatenate(chunk_losses)), meta={"step": step})
+                meta = {"kind": _KIND, "step": step, "fingerprint": fingerprint}
+                save_checkpoint(checkpoint, (state, np.concatenate(chunk_losses)), meta=meta)
     finally:
         bar.close()
 
