@@ -122,3 +122,60 @@ def test_bad_files(tmp_path, capsys):
         cli.main(["sample", "--checkpoint", str(tmp_path / "missing.ckpt")])
     with pytest.raises(SystemExit):
         cli.main(["sample", "--law", "ring8", "--sampler", "exact", "--n", "0"])
+
+
+def _csv(tmp_path, text):
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    return path
+
+
+def test_csv_rows_header_and_line_numbers(tmp_path):
+    import warnings
+
+    np.testing.assert_array_equal(cli.load_data(_csv(tmp_path, "a,b\n1,2\n3,4\n")), [[1, 2], [3, 4]])
+    # a first row that is partly numeric is a malformed row, not a header
+    with pytest.raises(ValueError, match="line 1, column 2: 'x' is not a number"):
+        cli.load_data(_csv(tmp_path, "1,x\n2,3\n4,5\n"))
+    with pytest.raises(ValueError, match="line 3 has 1 values, line 2 has 2"):
+        cli.load_data(_csv(tmp_path, "a,b\n1,2\n3\n4,5\n"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy warning before the error
+        for text in ("", "a,b\n"):
+            with pytest.raises(ValueError, match="no rows of numbers"):
+                cli.load_data(_csv(tmp_path, text))
+    assert cli.build_parser().parse_args(["sample", "--law", "ring8"]).t_end is None  # 1e-3 T
+
+
+def test_output_paths_are_refused_before_any_work(tmp_path, capsys):
+    data = tmp_path / "d.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(8, 2)))
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file" / "m.ckpt", tmp_path):  # inside a regular file; a directory
+        with pytest.raises(SystemExit) as e:  # 10^9 steps: the check must come before training
+            cli.main(["train", str(data), "--out", str(out), "--steps", "1000000000"])
+        assert e.value.code == 2 and "`--out`" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--law", "ring8", "--out", str(tmp_path / "x.txt")])
+    assert "must end in .npy or .csv" in capsys.readouterr().err
+
+
+def test_sample_writes_csv_and_plots_one_and_three_dimensions(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    rng = np.random.default_rng(0)
+    titles = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (titles.append(fig.axes[0].get_title()), save(fig, *a, **k)))
+    for d in (1, 3):
+        data = tmp_path / f"d{d}.npy"
+        np.save(data, rng.normal(size=(32, d)))
+        ckpt = tmp_path / f"m{d}.ckpt"
+        args = ["--steps", "2", "--width", "8", "--depth", "0", "--batch-size", "8"]
+        assert cli.main(["train", str(data), "--out", str(ckpt), *args]) == 0
+        out = tmp_path / f"x{d}.csv"
+        assert cli.main(["sample", "--checkpoint", str(ckpt), "--n", "20", "--steps", "5", "--out", str(out)]) == 0
+        x = np.loadtxt(out, delimiter=",", ndmin=2)
+        assert x.shape == (20, d) and out.with_suffix(".png").is_file()
+    assert "coordinates" not in titles[0] and "coordinates 1 and 2 of 3" in titles[1]

@@ -5,7 +5,7 @@ The report's work lives in `jaxdiff.reproduce`.
 
 * `jaxdiff reproduce [--profile tiny|quick|full] [--out DIR] [--only NAMES]`: run the seed
   papers' experiments, write `DIR/report.md` and `DIR/report.json`.
-* `jaxdiff sample (--law NAME | --checkpoint FILE) [--n N] [--out FILE.npy] [--plot FILE.png]`:
+* `jaxdiff sample (--law NAME | --checkpoint FILE) [--n N] [--out FILE.npy|.csv] [--plot FILE.png]`:
   draw samples from a named toy law with its exact score (point-cloud toys memorise their
   points, as the theory says) or from a network trained by `jaxdiff train`.
 * `jaxdiff train DATA(.npy|.csv) [--out FILE] [--steps K]`: fit a score network to data
@@ -22,8 +22,10 @@ import json
 import pathlib
 import sys
 
+from .data import TOY_LAWS, load_table as load_data
+
 CHECKPOINT_FORMAT = "jaxdiff-cli-score-v1"
-TOY_LAWS = ("gaussian", "ring8", "grid25", "two-moons", "rings", "circle")
+SAMPLE_SUFFIXES = (".npy", ".csv")
 SAMPLERS = ("reverse-sde", "probability-flow", "ddpm", "ddim", "exact")
 PROCESSES = ("ou", "vp")
 
@@ -40,26 +42,13 @@ def _reproduce(args) -> int:
 
 
 def toy_law(name: str, *, key=None, n_points: int = 512):
-    """The exact law behind a toy name (`TOY_LAWS`); the point-cloud toys draw `n_points`
-    points from `jaxdiff.data` with `key`."""
-    import jax
-    import jax.numpy as jnp
+    """The exact law behind a toy name: `jaxdiff.data.toy_law`, with the option's name in errors."""
+    from .data import toy_law as make
 
-    import jaxdiff as jd
-
-    key = jax.random.PRNGKey(0) if key is None else key
-    if name == "gaussian":
-        return jd.Gaussian(jnp.zeros(2), jnp.eye(2))
-    if name == "ring8":
-        a = 2 * jnp.pi * jnp.arange(8) / 8
-        return jd.GaussianMixture(2.0 * jnp.stack([jnp.cos(a), jnp.sin(a)], 1), 0.1)
-    if name == "grid25":
-        g = jnp.linspace(-2.0, 2.0, 5)
-        return jd.GaussianMixture(jnp.stack(jnp.meshgrid(g, g), -1).reshape(-1, 2), 0.1)
-    makers = {"two-moons": jd.data.two_moons, "rings": jd.data.rings, "circle": jd.data.circle}
-    if name in makers:
-        return jd.PointCloud(makers[name](key, n_points))
-    raise ValueError(f"`--law` must be one of {', '.join(TOY_LAWS)}; got {name!r}")
+    try:
+        return make(name, key=key, n_points=n_points)
+    except ValueError as e:
+        raise ValueError(str(e).replace("`name`", "`--law`")) from None
 
 
 def guided_toy_score(law, process, y, guidance, sampler_name):
@@ -124,8 +113,28 @@ def load_score(path):
             f"`--checkpoint` {path} was not written by `jaxdiff train` (format {meta.get('format')!r})"
         )
     model = jd.nn.MLP(meta["dim"], key=jax.random.PRNGKey(0), width=meta["width"], depth=meta["depth"])
-    skeleton = jd.NetworkScore(model, _process(meta["process"]))
+    params = {"eps": lambda: jd.EpsParam(), "edm": lambda: jd.EDMParam(sigma_data=float(meta["sigma_data"]))}
+    if meta.get("parametrisation") not in params:
+        kind = meta.get("parametrisation")
+        raise ValueError(f"`--checkpoint` {path} has an unknown parametrisation {kind!r}")
+    skeleton = jd.NetworkScore(model, _process(meta["process"]), params[meta["parametrisation"]]())
     return jd.load_checkpoint(path, skeleton), meta
+
+
+def _check_out(path, what: str, suffixes=None) -> pathlib.Path:
+    """Refuse, before any work, an output path that cannot be written as a file."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"`{what}` {path} is a directory: give a file name inside it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"`{what}` {path} lies inside {parent}, which is a file, not a folder")
+            break
+    if suffixes is not None and path.suffix not in suffixes:
+        ends = " or ".join(suffixes)
+        raise ValueError(f"`{what}` must end in {ends} (the format written), got {path.name}")
+    return path
 
 
 def _sample(args) -> int:
@@ -137,11 +146,13 @@ def _sample(args) -> int:
 
     if (args.law is None) == (args.checkpoint is None):
         raise ValueError("give exactly one of `--law NAME` and `--checkpoint FILE`")
-    if args.n < 1 or args.steps < 1 or not args.t_end > 0:
+    if args.n < 1 or args.steps < 1 or (args.t_end is not None and not args.t_end > 0):
         raise ValueError(
             f"`--n` and `--steps` must be positive and `--t-end` > 0, got {args.n}, {args.steps}, "
             f"{args.t_end}"
         )
+    out = _check_out(args.out, "--out", SAMPLE_SUFFIXES)
+    plot = _check_out(args.plot if args.plot else out.with_suffix(".png"), "--plot")
     key = jax.random.PRNGKey(args.seed)
     shift, scale, reference = 0.0, 1.0, None
     if args.law is not None:
@@ -175,7 +186,8 @@ def _sample(args) -> int:
         sampler = _sampler(args.sampler)
         shift, scale = np.asarray(meta["shift"]), float(meta["scale"])
         ref_label, title = None, f"{pathlib.Path(args.checkpoint).name}: network score, {args.sampler}"
-    t_end = jnp.asarray(args.t_end)
+    # the project-wide default stopping time: 1e-3 T
+    t_end = jnp.asarray(1e-3 * process.T if args.t_end is None else args.t_end)
     x = jd.sample(
         jax.random.fold_in(key, 3),
         score,
@@ -187,10 +199,12 @@ def _sample(args) -> int:
         grid=jd.LogSNRGrid(),
     )
     x = np.asarray(x) * scale + shift
-    out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, x)
-    plot = pathlib.Path(args.plot) if args.plot else out.with_suffix(".png")
+    if out.suffix == ".csv":
+        np.savetxt(out, x, delimiter=",")
+    else:
+        np.save(out, x)
+    plot.parent.mkdir(parents=True, exist_ok=True)
     _scatter(x, plot, title, reference, ref_label)
     print(f"wrote {out} ({x.shape[0]} samples of dimension {x.shape[1]}) and {plot}")
     return 0
@@ -208,19 +222,31 @@ def _score_dim(score) -> int:
 
 
 def _scatter(x, path, title, reference=None, ref_label=None):
+    """A scatter plot of the first two coordinates (a histogram for one coordinate); for
+    d > 2 the title says which coordinates are shown."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    d = x.shape[1]
     fig, ax = plt.subplots(figsize=(5, 5))
-    if reference is not None:
-        ax.scatter(reference[:, 0], reference[:, 1], s=8, c="k", marker="x", alpha=0.5, label=ref_label)
-    ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.5, label="samples")
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$" if x.shape[1] > 1 else "")
+    if d == 1:
+        if reference is not None:
+            ax.hist(reference[:, 0], bins=60, density=True, histtype="step", color="k", label=ref_label)
+        ax.hist(x[:, 0], bins=60, density=True, alpha=0.5, label="samples")
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("density")
+    else:
+        if reference is not None:
+            ax.scatter(reference[:, 0], reference[:, 1], s=8, c="k", marker="x", alpha=0.5, label=ref_label)
+        ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.5, label="samples")
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+        ax.set_aspect("equal", adjustable="datalim")
+        if d > 2:
+            title = f"{title}\ncoordinates 1 and 2 of {d}"
     ax.set_title(title, fontsize=9)
-    ax.set_aspect("equal", adjustable="datalim")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -232,33 +258,6 @@ def _scatter(x, path, title, reference=None, ref_label=None):
 # ---------------------------------------------------------------------------------------
 
 
-def load_data(path):
-    """A data file as an `(N, d)` float array: `.npy`, or `.csv` (comma-separated numbers,
-    an optional header line)."""
-    import numpy as np
-
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ValueError(f"`data` file {path} does not exist")
-    if path.suffix == ".npy":
-        data = np.load(path, allow_pickle=False)
-    elif path.suffix == ".csv":
-        try:
-            data = np.loadtxt(path, delimiter=",", ndmin=2)
-        except ValueError:  # a header line
-            data = np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
-    else:
-        raise ValueError(f"`data` must be a .npy or .csv file, got {path.name}")
-    data = np.asarray(data, dtype=float)
-    if data.ndim == 1:
-        data = data[:, None]
-    if data.ndim != 2 or data.shape[0] < 2:
-        raise ValueError(f"`data` must hold an (N, d) table with N >= 2 rows, got shape {data.shape}")
-    if not np.all(np.isfinite(data)):
-        raise ValueError("`data` contains NaN or inf values")
-    return data
-
-
 def _train(args) -> int:
     import jax
     import jax.numpy as jnp
@@ -267,6 +266,7 @@ def _train(args) -> int:
     import jaxdiff as jd
 
     data = load_data(args.data)
+    out = _check_out(args.out, "--out")  # before training, not after
     for name in ("steps", "batch_size", "width"):
         if getattr(args, name) < 1:
             raise ValueError(
@@ -299,14 +299,15 @@ def _train(args) -> int:
         "width": args.width,
         "depth": args.depth,
         "process": args.process,
-        "parametrisation": "eps",
+        "parametrisation": "edm",
+        "sigma_data": float(trained.parametrisation.sigma_data),
         "shift": shift.tolist(),
         "scale": scale,
         "steps": args.steps,
         "n_data": int(data.shape[0]),
         "data": str(args.data),
     }
-    out = jd.save_checkpoint(args.out, trained, meta=meta)
+    out = jd.save_checkpoint(out, trained, meta=meta)
     print(
         f"wrote {out} (trained {args.steps} steps on {data.shape[0]} points of dimension {dim}); "
         f"sample it with: jaxdiff sample --checkpoint {out}"
@@ -348,12 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--checkpoint", help="a network checkpoint written by `jaxdiff train`")
     s.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
     s.add_argument(
-        "--out", default="samples.npy", help="samples file, .npy of shape (n, d) (default samples.npy)"
+        "--out", default="samples.npy",
+        help="samples file of shape (n, d): .npy, or .csv for comma-separated text (default samples.npy)",
     )
     s.add_argument("--plot", default=None, help="scatter plot PNG (default: the samples file with .png)")
     s.add_argument("--sampler", choices=SAMPLERS, default="reverse-sde", help="reverse-time sampler")
     s.add_argument("--steps", type=int, default=200, help="grid steps (log-SNR grid, default 200)")
-    s.add_argument("--t-end", type=float, default=1e-3, help="stopping time t_end > 0 (default 1e-3)")
+    s.add_argument(
+        "--t-end", type=float, default=None, help="stopping time t_end > 0 (default 1e-3 T of the process)"
+    )
     s.add_argument(
         "--process", choices=PROCESSES, default="ou", help="forward process for --law (default ou)"
     )

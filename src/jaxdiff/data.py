@@ -1,4 +1,5 @@
-"""Small data sets: 2-D toys generated in code, and scikit-learn's bundled 8x8 digits.
+"""Small data sets: 2-D toys generated in code, their exact laws by name (`toy_law`),
+scikit-learn's bundled 8x8 digits, and data tables read from `.npy`/`.csv` files.
 
 Every generator takes a key and a size and returns an array of shape `(n, 2)`; point `i`
 uses `fold_in(key, i)`, so the first `m` points do not change when `n` grows. The toys are
@@ -9,6 +10,7 @@ networks and processes.
 from __future__ import annotations
 
 import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -100,3 +102,88 @@ def digits(*, flatten: bool = False, return_labels: bool = False):
     if return_labels:
         return x, jnp.asarray(bunch.target)
     return x
+
+
+TOY_LAWS = ("gaussian", "ring8", "grid25", "two-moons", "rings", "circle")
+
+
+def toy_law(name: str, *, key: PRNGKeyArray | None = None, n_points: int = 512):
+    """The exact law behind a toy name (`TOY_LAWS`): `"gaussian"` (standard, 2-D), `"ring8"`
+    (eight N(m, 0.1^2 I) on the circle of radius 2), `"grid25"` (a 5x5 grid on [-2, 2]^2, std
+    0.1), or a point cloud of `n_points` draws (with `key`) of `"two-moons"`, `"rings"` or
+    `"circle"`, whose exact score memorises its points."""
+    from .distributions import Gaussian, GaussianMixture, PointCloud
+
+    key = jax.random.PRNGKey(0) if key is None else key
+    if name == "gaussian":
+        return Gaussian(jnp.zeros(2), jnp.eye(2))
+    if name == "ring8":
+        a = 2 * jnp.pi * jnp.arange(8) / 8
+        return GaussianMixture(2.0 * jnp.stack([jnp.cos(a), jnp.sin(a)], 1), 0.1)
+    if name == "grid25":
+        g = jnp.linspace(-2.0, 2.0, 5)
+        return GaussianMixture(jnp.stack(jnp.meshgrid(g, g), -1).reshape(-1, 2), 0.1)
+    makers = {"two-moons": two_moons, "rings": rings, "circle": circle}
+    if name in makers:
+        return PointCloud(makers[name](key, _n(n_points)))
+    raise ValueError(f"`name` must be one of {', '.join(TOY_LAWS)}; got {name!r}")
+
+
+def _read_csv(path: pathlib.Path) -> np.ndarray:
+    """Comma-separated numbers; a first row with no number at all is a header. Line numbers
+    in errors count from 1, as editors do."""
+
+    def is_number(field):
+        try:
+            float(field)
+        except ValueError:
+            return False
+        return True
+
+    rows = [
+        (i, [f.strip() for f in line.split(",")])
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if line.strip()
+    ]
+    if rows and not any(is_number(f) for f in rows[0][1]):
+        rows = rows[1:]  # a header: names, not numbers
+    if not rows:
+        raise ValueError(f"`data` file {path} holds no rows of numbers")
+    first, width = rows[0][0], len(rows[0][1])
+    values = []
+    for i, fields in rows:
+        if len(fields) != width:
+            raise ValueError(
+                f"`data` file {path}: line {i} has {len(fields)} values, line {first} has {width}"
+            )
+        bad = [j for j, f in enumerate(fields, 1) if not is_number(f)]
+        if bad:
+            raise ValueError(
+                f"`data` file {path}: line {i}, column {bad[0]}: {fields[bad[0] - 1]!r} is not a number"
+            )
+        values.append([float(f) for f in fields])
+    return np.array(values, dtype=float)
+
+
+def load_table(path) -> np.ndarray:
+    """A data file as an `(N, d)` float array, N >= 2: `.npy`, or `.csv` (comma-separated
+    numbers; a first row without any number is a header). Errors name the file and, for a
+    CSV, the line (counted from 1)."""
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"`data` file {path} does not exist")
+    if path.suffix == ".npy":
+        data = np.load(path, allow_pickle=False)
+    elif path.suffix == ".csv":
+        data = _read_csv(path)
+    else:
+        raise ValueError(f"`data` must be a .npy or .csv file, got {path.name}")
+    data = np.asarray(data, dtype=float)
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise ValueError(f"`data` must hold an (N, d) table with N >= 2 rows, got shape {data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise ValueError("`data` contains NaN or inf values")
+    return data
