@@ -221,7 +221,7 @@ def _run(out, cfg, key, ckpt_dir):
                 model = jd.nn.MLP(
                     dim, key=jax.random.fold_in(kd, 1000 + width), width=width, depth=cfg["depth"]
                 )
-                score0 = jd.NetworkScore(model, process)
+                score0 = jd.NetworkScore(model, process, jd.EpsParam())
                 ckpt = ckpt_dir / f"{name}_{N}_{width}.eqx"
                 for si, stage in enumerate(cfg["stages"]):
                     # resumes from the previous stage's checkpoint (only the end of each call is saved)

@@ -147,6 +147,7 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     net = jd.NetworkScore(
         jd.nn.MLP(2, key=jax.random.fold_in(base, 7), width=int(cfg["width"]), depth=int(cfg["depth"])),
         process,
+        jd.EpsParam(),
     )
     optimizer = optax.adam(2e-3)
     stages = [int(s) for s in cfg["stages"]]

@@ -2,7 +2,8 @@ r"""Training a score by score matching: Optax, EMA, checkpoints, data parallelis
 
 One training step draws a minibatch (example `i` of step `k` uses
 `fold_in(fold_in(key, k), i)`, for both the data index and the loss noise), evaluates the
-loss (`DSMLoss()` by default), and applies an Optax update. The exponential moving average
+loss (by default EDM's: preconditioning scaled by the data, its weighting and log-normal noise
+levels), and applies an Optax update. The exponential moving average
 of the weights is kept in its bias-corrected form,
 
 $$m_k = \beta m_{k-1} + (1-\beta)\theta_k,\quad m_0 = 0,\qquad \bar\theta_k = m_k / (1 - \beta^k),$$
@@ -207,7 +208,14 @@ def _resolve_sigma_data(score, loss, data, key):
     return score, loss
 
 
-def _fingerprint(score, data, process, loss, optimizer, opt_state, batch_size, ema) -> dict:
+@functools.lru_cache(maxsize=8)  # one object per `steps`: the compiled step is cached on it
+def default_optimizer_for(steps: int) -> optax.GradientTransformation:
+    """`train`'s default optimiser: Adam, learning rate decaying from 2e-3 to 1e-4 along a
+    cosine over `steps`."""
+    return optax.adam(optax.cosine_decay_schedule(2e-3, steps, alpha=0.05))
+
+
+def _fingerprint(score, data, process, loss, opt_state, batch_size, ema) -> dict:
     """What a checkpoint must share with the run that resumes from it."""
     from .checkpoint import tree_digest
 
@@ -260,7 +268,7 @@ def train(
     steps: int,
     batch_size: int,
     loss: AbstractLoss | None = None,
-    optimizer: optax.GradientTransformation = optax.adam(1e-3),
+    optimizer: optax.GradientTransformation | None = None,
     ema: float = 0.999,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
@@ -287,7 +295,10 @@ def train(
       EDM's weighting and log-normal noise levels (Karras et al. 2022, "Elucidating the
       Design Space of Diffusion-Based Generative Models", arXiv:2206.00364). An
       `EDMWeighting(sigma_data=None)` takes the score's `sigma_data`, or the data's scale.
-    - `optimizer`: an Optax transformation (default `optax.adam(1e-3)`). Reuse one object
+    - `optimizer`: an Optax transformation. Default: Adam with a cosine learning-rate decay
+      from 2e-3 to 1e-4 over `steps` (Loshchilov & Hutter 2017, "SGDR: Stochastic Gradient
+      Descent with Warm Restarts", arXiv:1608.03983); its schedule depends on `steps`, so a
+      checkpoint of it resumes only with the same `steps`. Reuse one object
       across calls: the compiled step is cached on it.
     - `ema`: EMA decay in `[0, 1)`; 0 returns the last iterate.
     - `checkpoint`: a file path; saved every `checkpoint_every` steps and at the end, and
@@ -324,6 +335,7 @@ def train(
         raise ValueError("`process` differs from `score.process`: train a score with its own process")
     if loss is None:
         loss = DSMLoss(EDMWeighting(), LogNormalTime())
+    default_optimizer = optimizer is None
     if not isinstance(loss, AbstractLoss):
         raise ValueError(f"`loss` must be a loss object such as DSMLoss(), got {loss!r}")
     steps = _check_positive_int("steps", steps)
@@ -340,6 +352,8 @@ def train(
         raise ValueError(f"`resume` must be 'check' or 'force', got {resume!r}")
     if checkpoint is not None:
         checkpoint = _check_checkpoint_path(checkpoint)
+    if default_optimizer:
+        optimizer = default_optimizer_for(steps)
     devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("`devices` is empty")
@@ -360,7 +374,9 @@ def train(
     put = lambda tree: jax.tree.map(lambda a: jax.device_put(a, replicated) if eqx.is_array(a) else a, tree)
     fingerprint = None
     if checkpoint is not None:
-        fingerprint = _fingerprint(score, data, process, loss, optimizer, state.opt_state, batch_size, ema)
+        fingerprint = _fingerprint(score, data, process, loss, state.opt_state, batch_size, ema)
+        if default_optimizer:
+            fingerprint["optimizer"] += f" (default schedule over {steps} steps)"
         if checkpoint.exists():
             state, losses = _resume_state(checkpoint, state, losses, fingerprint, steps, resume)
             state, losses = put(state), np.asarray(losses)
