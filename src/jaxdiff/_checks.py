@@ -89,7 +89,9 @@ def check_time(
 
 
 def check_sample_shape(name: str, x, dim: int):
-    """One sample: a vector of length `dim` (batch with `jax.vmap`)."""
+    """One sample: a real vector of length `dim` (batch with `jax.vmap`)."""
+    if jnp.iscomplexobj(x):  # scores and densities are of real points: a complex x gives nonsense
+        raise ValueError(f"`{name}` must be real, got complex dtype {jnp.result_type(x)}: pass x.real")
     shape = jnp.shape(x)
     if shape != (dim,):
         hint = " (one sample in, one sample out: batch with jax.vmap)" if len(shape) == 2 else ""

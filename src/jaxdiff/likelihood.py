@@ -134,7 +134,7 @@ def log_likelihood(
     - `prior_log_prob`: the log-density at `T` (default: the process's prior), e.g. the exact
       `law.noised(process, process.T).log_prob` to remove the initialisation error.
     """
-    x = as_float_array("x", x)
+    x = check_finite("x", as_float_array("x", x))  # a NaN x would surface as "max_steps reached"
     t_end = check_time("t_end", jnp.asarray(t_end, x.dtype), process.T, strictly_positive=True,
                        what="the score is singular at t = 0")
     if not isinstance(divergence, AbstractDivergence):
