@@ -16,7 +16,6 @@ about one floor standard deviation of 1 is indistinguishable from exact sampling
 from __future__ import annotations
 
 import platform
-import time
 
 import diffrax
 import jax
@@ -64,31 +63,12 @@ def _steps_for(sampler, nfe):
     return steps
 
 
-def _best_time(fn, reps):
-    jax.block_until_ready(fn())  # compile
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t0)
-    return best
+def _times(fns: dict, rounds: int) -> tuple[dict, dict]:
+    """Best wall and process CPU time of each function, interleaved (`benchmarks.measure`)."""
+    from benchmarks import measure
 
-
-def _interleaved_min_times(fns: dict, rounds: int) -> tuple[dict, dict]:
-    """Best wall time and best process CPU time of each function over `rounds` rounds, the
-    functions interleaved within each round, so a burst of load on a shared machine hits all
-    of them alike (CPU time is the steadier figure when other jobs compete for the cores)."""
-    for f in fns.values():
-        jax.block_until_ready(f())  # compile
-    wall = {k: float("inf") for k in fns}
-    cpu = {k: float("inf") for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
-            c0, t0 = time.process_time(), time.perf_counter()
-            jax.block_until_ready(f())
-            wall[k] = min(wall[k], time.perf_counter() - t0)
-            cpu[k] = min(cpu[k], time.process_time() - c0)
-    return wall, cpu
+    m = measure(fns, rounds=rounds, min_round_s=0.0)
+    return {k: v["wall_s"] for k, v in m.items()}, {k: v["cpu_s"] for k, v in m.items()}
 
 
 def accuracy(n: int, reps: int, nfes=NFES) -> dict:
@@ -121,7 +101,7 @@ def accuracy(n: int, reps: int, nfes=NFES) -> dict:
                     return jd.sample(jax.random.PRNGKey(0), score, process, (n, d), sampler=sampler,
                                      steps=steps, t_end=t_end, grid=grid)  # fmt: skip
 
-                wall = _best_time(call, reps)
+                wall = _times({"call": call}, reps)[0]["call"]
                 x = call()
                 sw = float(sliced_wasserstein(x, ref, key=proj_key))
                 rows.append(dict(sampler=name, grid=type(grid).__name__, nfe_budget=nfe, steps=steps,
@@ -214,8 +194,8 @@ def sde_speed(n: int, steps: int, reps: int) -> dict:
         "hand_scan_batch_noise": lambda: hand_bulk(key, x0),
         "jd.sample(ReverseSDE(diffrax.Euler())) [GridBrownianPath]": ours_diffrax_grid,
     }
-    times, cpu = _interleaved_min_times(fns, reps)
-    times["diffrax_euler_virtual_brownian_tree"] = _best_time(lambda: diffrax_vbt(key, x0), 2)
+    times, cpu = _times(fns, reps)
+    times["diffrax_euler_virtual_brownian_tree"] = _times({"vbt": lambda: diffrax_vbt(key, x0)}, 2)[0]["vbt"]
     ours_key = "jd.sample(ReverseSDE())"
 
     def ratios(t, base):
@@ -274,7 +254,7 @@ def pf_speed(n: int, steps: int, reps: int) -> dict:
         "jd.sample(ProbabilityFlow(Heun()))": ours(diffrax.Heun()),
         "hand_scan_heun": lambda: hand_heun(x0),
     }
-    times, cpu = _interleaved_min_times(fns, reps)
+    times, cpu = _times(fns, reps)
     ours_of = lambda name: f"jd.sample(ProbabilityFlow({name}()))"
     hand_of = lambda name: f"hand_scan_{name.lower()}"
     solvers = ("Euler", "Heun")
