@@ -175,7 +175,8 @@ def test_sample_writes_csv_and_plots_one_and_three_dimensions(tmp_path, monkeypa
         args = ["--steps", "2", "--width", "8", "--depth", "0", "--batch-size", "8"]
         assert cli.main(["train", str(data), "--out", str(ckpt), *args]) == 0
         out = tmp_path / f"x{d}.csv"
-        assert cli.main(["sample", "--checkpoint", str(ckpt), "--n", "20", "--steps", "5", "--out", str(out)]) == 0
+        sample = ["sample", "--checkpoint", str(ckpt), "--n", "20", "--steps", "5", "--out", str(out)]
+        assert cli.main(sample) == 0
         x = np.loadtxt(out, delimiter=",", ndmin=2)
         assert x.shape == (20, d) and out.with_suffix(".png").is_file()
     assert "coordinates" not in titles[0] and "coordinates 1 and 2 of 3" in titles[1]
