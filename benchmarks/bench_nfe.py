@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import progress, row, standalone
+from benchmarks import progress, row
 
 NFES = (5, 6, 8, 10, 15, 20, 50)
 SIG_MAX, SIG_MIN = 80.0, 0.002
@@ -88,15 +88,27 @@ def _rms(a, b):
     return float(jnp.sqrt(jnp.mean(jnp.sum((a - b) ** 2, axis=1))))
 
 
-def _problems(quick):
+def _problems(quick, names):
     import jaxdiff as jd
 
     out = {}
     ang = jnp.arange(8) * (2 * jnp.pi / 8)
     ring = jd.GaussianMixture(4.0 * jnp.stack([jnp.cos(ang), jnp.sin(ang)], 1), 0.3)
     ve = _ve()
-    out["ring2d"] = dict(process=ve, score=jd.ExactScore(ve, ring), x=_noise(ve, 4000, 2, 0), ref_steps=1000,
-                         event=(2,), law=ring)  # fmt: skip
+    if "ring2d" in names:
+        out["ring2d"] = dict(process=ve, score=jd.ExactScore(ve, ring), x=_noise(ve, 4000, 2, 0), ref_steps=1000,
+                             event=(2,), law=ring)  # fmt: skip
+    if "aniso64" in names:
+        out["aniso64"] = _aniso64(quick)
+    if "moons-net" in names:
+        net = _moons_network(ve, quick)
+        out["moons-net"] = dict(process=ve, score=net, x=_noise(ve, 1000 if quick else 2000, 2, 0), ref_steps=500,
+                                event=(2,), law=None)  # fmt: skip
+    return out
+
+
+def _aniso64(quick):
+    import jaxdiff as jd
 
     d, K = 64, 6
     k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(64), 4)
@@ -108,13 +120,8 @@ def _problems(quick):
     mix = jd.GaussianMixture(means, weights=w, covs=covs)
     vp = _vp()
     n64 = 500 if quick else 1000
-    out["aniso64"] = dict(process=vp, score=jd.ExactScore(vp, mix), x=_noise(vp, n64, d, 0),
-                          ref_steps=500 if quick else 1000, event=(d,), law=mix)  # fmt: skip
-
-    net = _moons_network(ve, quick)
-    out["moons-net"] = dict(process=ve, score=net, x=_noise(ve, 1000 if quick else 2000, 2, 0), ref_steps=500,
-                            event=(2,), law=None)  # fmt: skip
-    return out
+    return dict(process=vp, score=jd.ExactScore(vp, mix), x=_noise(vp, n64, d, 0),
+                ref_steps=500 if quick else 1000, event=(d,), law=mix)  # fmt: skip
 
 
 def _moons_network(process, quick):
@@ -132,7 +139,7 @@ def _moons_network(process, quick):
                     batch_size=256, loss=loss, optimizer=optax.adam(2e-3), progress=False)  # fmt: skip
 
 
-def _hand_samplers(quick_subset):
+def _hand_samplers(quick, small):
     import jaxdiff as jd
 
     all_ = [
@@ -145,9 +152,11 @@ def _hand_samplers(quick_subset):
         ("IPNDM(4)", jd.IPNDM(4)),
         ("LMS(4)", jd.LMS(4)),
     ]
-    if quick_subset:
+    if small:
         keep = {"DPMSolverPP(2M)", "UniPC(3,bh2)", "IPNDM(4)", "LMS(4)"}
         all_ = [s for s in all_ if s[0] in keep]
+    elif quick:
+        all_ = [s for s in all_ if s[0] not in ("DDIM", "DEIS(3)")]
     return all_
 
 
@@ -157,12 +166,15 @@ def _grids():
     return [("EDMGrid(7)", jd.EDMGrid(7.0)), ("LogSNRGrid", jd.LogSNRGrid())]
 
 
-def run(quick: bool = True) -> dict:
+PROBLEMS = ("ring2d", "aniso64", "moons-net")
+
+
+def run(quick: bool = True, problems: tuple[str, ...] = PROBLEMS, stochastic: bool = True) -> dict:
     import jaxdiff as jd
 
     jax.config.update("jax_enable_x64", True)
     t_start = time.perf_counter()
-    problems = _problems(quick)
+    problems = _problems(quick, problems)
     table, refs, rows, notes, tuned_info = [], {}, [], [], []
     for pname, P in progress(problems.items(), "problems"):
         score, process, x = P["score"], P["process"], P["x"]
@@ -175,7 +187,7 @@ def run(quick: bool = True) -> dict:
         }
         small = quick and pname != "ring2d"
         nfes = (5, 10, 20) if small else NFES
-        for sname, sampler in _hand_samplers(small):
+        for sname, sampler in _hand_samplers(quick, small):
             for gname, grid in _grids():
                 for nfe in nfes:
                     steps = _steps_for(sampler, nfe)
@@ -204,7 +216,7 @@ def run(quick: bool = True) -> dict:
                                   ts=[float(t) for t in tuned.ts]))  # fmt: skip
                 tuned_info.append(dict(problem=pname, sampler=sname, nfe=nfe, tune_s=secs))
     rows += _target_rows(table, tuned_info)
-    stoch = _stochastic(problems["ring2d"], quick)
+    stoch = _stochastic(problems["ring2d"], quick) if stochastic and "ring2d" in problems else None
     notes.append("error: RMS over trajectories of the endpoint distance to the reference (same noise); "
                  "NFE counts the final denoiser step")  # fmt: skip
     return {"title": "Few-step sampling: endpoint error against NFE", "rows": rows, "notes": notes,
@@ -268,7 +280,7 @@ def _stochastic(P, quick):
         x = jd.sample(jax.random.PRNGKey(5), score, process, (n, 2), sampler=jd.ReverseSDE(), grid=jd.EDMGrid(7.0),
                       steps=steps, t_end=t_end)  # fmt: skip
         out["fixed"].append({"nfe": steps, "sw2": sw(x)})
-    for tol in (0.1, 0.05, 0.02, 0.01) if quick else (0.2, 0.1, 0.05, 0.02, 0.01, 0.005):
+    for tol in (0.1, 0.05, 0.02) if quick else (0.2, 0.1, 0.05, 0.02, 0.01, 0.005):
         smp = jd.AdaptiveSDE(rtol=tol, atol=tol)
         x, nfe = smp.sample_with_nfe(jax.random.PRNGKey(5), score, process, (n, 2), t_end=t_end)
         out["adaptive"].append({"rtol": tol, "atol": tol, "nfe_mean": float(jnp.mean(nfe)),
@@ -276,5 +288,29 @@ def _stochastic(P, quick):
     return out
 
 
+def main(argv=None):
+    import argparse
+    import json
+    import os
+
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="every sampler, NFE and tuned grid (default: quick)")
+    ap.add_argument("--out", default=os.path.join("bench-out", "nfe.json"))
+    ap.add_argument("--problems", default=",".join(PROBLEMS), help=f"comma-separated subset of {PROBLEMS}")
+    ap.add_argument("--no-stochastic", action="store_true", help="skip the adaptive-SDE comparison")
+    args = ap.parse_args(argv)
+    names = tuple(p.strip() for p in args.problems.split(",") if p.strip())
+    bad = [p for p in names if p not in PROBLEMS]
+    if bad:
+        ap.error(f"--problems: unknown {bad[0]!r} (have {', '.join(PROBLEMS)})")
+    res = run(quick=not args.full, problems=names, stochastic=not args.no_stochastic)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    for r in res["rows"]:
+        print(f"{r['case']}: {r['value']:.4g} {r['unit']} (target {r['target']}: {'met' if r['ok'] else 'NOT met'})")
+    print(f"wrote {args.out}")
+
+
 if __name__ == "__main__":
-    standalone(run, "nfe", __doc__)
+    main()

@@ -27,6 +27,7 @@ from .data import TOY_LAWS, load_table as load_data
 CHECKPOINT_FORMAT = "jaxdiff-cli-score-v1"
 SAMPLE_SUFFIXES = (".npy", ".csv")
 SAMPLERS = ("reverse-sde", "probability-flow", "ddpm", "ddim", "exact")
+SAMPLERS += ("unipc", "ipndm", "lms", "deis", "dpm-solver-3m", "adaptive-sde")  # few-step samplers
 PROCESSES = ("ou", "vp")
 
 
@@ -81,6 +82,12 @@ def _sampler(name: str, law=None):
         "probability-flow": jd.ProbabilityFlow,
         "ddpm": jd.DDPM,
         "ddim": jd.DDIM,
+        "unipc": jd.UniPC,
+        "ipndm": jd.IPNDM,
+        "lms": jd.LMS,
+        "deis": jd.DEIS,
+        "dpm-solver-3m": lambda: jd.DPMSolverPP(3),
+        "adaptive-sde": jd.AdaptiveSDE,
     }
     if name not in table:
         raise ValueError(f"`--sampler` must be one of {', '.join(SAMPLERS)}; got {name!r}")

@@ -19,8 +19,7 @@ $h \leftarrow \min(t - t_\mathrm{end}, \theta h E^{-r})$ with $\theta = 0.9$, $r
 The noise is the increment of one Brownian path per sample (a Diffrax
 `VirtualBrownianTree`, resolved to `brownian_tol * T`): every attempt, rejected or not, sees
 the same path. Redrawing the noise of a rejected attempt, as the paper does, accepts steps
-selectively by their noise and biases the law (on a ring of 8 Gaussians it tilted the mode
-weights by 40%). The evaluations per sample (`2 x attempts`) are
+selectively by their noise and biases the law. The evaluations per sample (`2 x attempts`) are
 returned by `sample_with_nfe`.
 """
 
