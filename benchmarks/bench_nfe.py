@@ -96,14 +96,26 @@ def _problems(quick, names):
     ring = jd.GaussianMixture(4.0 * jnp.stack([jnp.cos(ang), jnp.sin(ang)], 1), 0.3)
     ve = _ve()
     if "ring2d" in names:
-        out["ring2d"] = dict(process=ve, score=jd.ExactScore(ve, ring), x=_noise(ve, 4000, 2, 0), ref_steps=1000,
-                             event=(2,), law=ring)  # fmt: skip
+        out["ring2d"] = dict(
+            process=ve,
+            score=jd.ExactScore(ve, ring),
+            x=_noise(ve, 4000, 2, 0),
+            ref_steps=1000,
+            event=(2,),
+            law=ring,
+        )
     if "aniso64" in names:
         out["aniso64"] = _aniso64(quick)
     if "moons-net" in names:
         net = _moons_network(ve, quick)
-        out["moons-net"] = dict(process=ve, score=net, x=_noise(ve, 1000 if quick else 2000, 2, 0), ref_steps=500,
-                                event=(2,), law=None)  # fmt: skip
+        out["moons-net"] = dict(
+            process=ve,
+            score=net,
+            x=_noise(ve, 1000 if quick else 2000, 2, 0),
+            ref_steps=500,
+            event=(2,),
+            law=None,
+        )
     return out
 
 
@@ -120,8 +132,14 @@ def _aniso64(quick):
     mix = jd.GaussianMixture(means, weights=w, covs=covs)
     vp = _vp()
     n64 = 500 if quick else 1000
-    return dict(process=vp, score=jd.ExactScore(vp, mix), x=_noise(vp, n64, d, 0),
-                ref_steps=500 if quick else 1000, event=(d,), law=mix)  # fmt: skip
+    return dict(
+        process=vp,
+        score=jd.ExactScore(vp, mix),
+        x=_noise(vp, n64, d, 0),
+        ref_steps=500 if quick else 1000,
+        event=(d,),
+        law=mix,
+    )
 
 
 def _moons_network(process, quick):
@@ -135,8 +153,17 @@ def _moons_network(process, quick):
     model = MLP(2, key=jax.random.PRNGKey(1), width=64, depth=2, dtype=jnp.float64)
     score = jd.NetworkScore(model, process, jd.EDMParam(sigma_data=0.5))
     loss = jd.DSMLoss(time_sampler=jd.LogNormalTime(), t_min=float(_t_end(process)))
-    return jd.train(score, data, process, key=jax.random.PRNGKey(2), steps=1500 if quick else 4000,
-                    batch_size=256, loss=loss, optimizer=optax.adam(2e-3), progress=False)  # fmt: skip
+    return jd.train(
+        score,
+        data,
+        process,
+        key=jax.random.PRNGKey(2),
+        steps=1500 if quick else 4000,
+        batch_size=256,
+        loss=loss,
+        optimizer=optax.adam(2e-3),
+        progress=False,
+    )
 
 
 def _hand_samplers(quick, small):
@@ -194,8 +221,17 @@ def run(quick: bool = True, problems: tuple[str, ...] = PROBLEMS, stochastic: bo
                     if steps < 1:
                         continue
                     err = _rms(_solve(score, process, x, sampler, grid, steps), ref)
-                    table.append(dict(problem=pname, sampler=sname, grid=gname, nfe=sampler.nfe(steps) + 1,
-                                      nfe_budget=nfe, steps=steps, error=err))  # fmt: skip
+                    table.append(
+                        dict(
+                            problem=pname,
+                            sampler=sname,
+                            grid=gname,
+                            nfe=sampler.nfe(steps) + 1,
+                            nfe_budget=nfe,
+                            steps=steps,
+                            error=err,
+                        )
+                    )
         # tuned grids, trained on noise of key 1 (not the evaluation noise)
         tune_nfes = ((5, 10) if quick else (5, 6, 8, 10, 15, 20)) if pname == "ring2d" else (10,)
         tune_samplers = [("IPNDM(4)", jd.IPNDM(4))] + ([] if quick else [("UniPC(3,bh2)", jd.UniPC(3))])
@@ -203,25 +239,50 @@ def run(quick: bool = True, problems: tuple[str, ...] = PROBLEMS, stochastic: bo
             for nfe in tune_nfes:
                 steps = _steps_for(sampler, nfe)
                 t0 = time.perf_counter()
-                tuned, log = jd.tune_grid(score, process, sampler, steps=steps, key=jax.random.PRNGKey(1),
-                                          t_end=_t_end(process), event_shape=P["event"],
-                                          n_train=512 if P["event"][0] < 64 else 256)  # fmt: skip
+                tuned, log = jd.tune_grid(
+                    score,
+                    process,
+                    sampler,
+                    steps=steps,
+                    key=jax.random.PRNGKey(1),
+                    t_end=_t_end(process),
+                    event_shape=P["event"],
+                    n_train=512 if P["event"][0] < 64 else 256,
+                )
                 jax.block_until_ready(tuned.ts)
                 secs = time.perf_counter() - t0
                 err = _rms(_solve(score, process, x, sampler, tuned.ts, None), ref)
-                table.append(dict(problem=pname, sampler=sname, grid="tuned", nfe=sampler.nfe(steps) + 1,
-                                  nfe_budget=nfe, steps=steps, error=err, tune_s=secs,
-                                  tune_heldout_rms=float(log.heldout_rms),
-                                  tune_heldout_rms_init=float(log.heldout_rms_init),
-                                  ts=[float(t) for t in tuned.ts]))  # fmt: skip
+                table.append(
+                    dict(
+                        problem=pname,
+                        sampler=sname,
+                        grid="tuned",
+                        nfe=sampler.nfe(steps) + 1,
+                        nfe_budget=nfe,
+                        steps=steps,
+                        error=err,
+                        tune_s=secs,
+                        tune_heldout_rms=float(log.heldout_rms),
+                        tune_heldout_rms_init=float(log.heldout_rms_init),
+                        ts=[float(t) for t in tuned.ts],
+                    )
+                )
                 tuned_info.append(dict(problem=pname, sampler=sname, nfe=nfe, tune_s=secs))
     rows += _target_rows(table, tuned_info)
     stoch = _stochastic(problems["ring2d"], quick) if stochastic and "ring2d" in problems else None
-    notes.append("error: RMS over trajectories of the endpoint distance to the reference (same noise); "
-                 "NFE counts the final denoiser step")  # fmt: skip
-    return {"title": "Few-step sampling: endpoint error against NFE", "rows": rows, "notes": notes,
-            "table": table, "references": refs, "stochastic": stoch,
-            "wall_s_total": time.perf_counter() - t_start}  # fmt: skip
+    notes.append(
+        "error: RMS over trajectories of the endpoint distance to the reference (same noise); "
+        "NFE counts the final denoiser step"
+    )
+    return {
+        "title": "Few-step sampling: endpoint error against NFE",
+        "rows": rows,
+        "notes": notes,
+        "table": table,
+        "references": refs,
+        "stochastic": stoch,
+        "wall_s_total": time.perf_counter() - t_start,
+    }
 
 
 def _lookup(table, problem, sampler, grid, nfe):
@@ -236,15 +297,31 @@ def _target_rows(table, tuned_info):
     for nfe, want in ((10, 0.16), (20, 0.044)):
         e = _lookup(table, "ring2d", "LMS(4)", "EDMGrid(7)", nfe)
         if e is not None:
-            rows.append(row(f"ring2d LMS(4) EDMGrid(7) NFE {nfe} / published {want}", e, "RMS", reference=want,
-                            ratio=e / want, target="<= 1.05", lower=">= 0.95"))  # fmt: skip
+            rows.append(
+                row(
+                    f"ring2d LMS(4) EDMGrid(7) NFE {nfe} / published {want}",
+                    e,
+                    "RMS",
+                    reference=want,
+                    ratio=e / want,
+                    target="<= 1.05",
+                    lower=">= 0.95",
+                )
+            )
     hand = [r for r in table if r["problem"] == "ring2d" and r["grid"] != "tuned"]
     for nfe, want in ((10, 0.12), (20, 0.03)):
         cands = [r for r in hand if r["nfe_budget"] == nfe]
         if cands:
             best = min(cands, key=lambda r: r["error"])
-            rows.append(row(f"ring2d best hand-designed NFE {nfe} ({best['sampler']}, {best['grid']})",
-                            best["error"], "RMS", ratio=best["error"], target=f"<= {want}"))  # fmt: skip
+            rows.append(
+                row(
+                    f"ring2d best hand-designed NFE {nfe} ({best['sampler']}, {best['grid']})",
+                    best["error"],
+                    "RMS",
+                    ratio=best["error"],
+                    target=f"<= {want}",
+                )
+            )
     for nfe, want in ((10, 0.05), (5, 0.5)):
         e = _lookup(table, "ring2d", "IPNDM(4)", "tuned", nfe)
         if e is not None:
@@ -252,12 +329,28 @@ def _target_rows(table, tuned_info):
     for p in ("aniso64", "moons-net"):
         e, e0 = _lookup(table, p, "IPNDM(4)", "tuned", 10), _lookup(table, p, "IPNDM(4)", "EDMGrid(7)", 10)
         if e is not None and e0 is not None:
-            rows.append(row(f"{p} IPNDM(4) NFE 10: EDMGrid(7) / tuned", e0 / e, "x", reference=e0,
-                            ratio=e0 / e, target=">= 2", tuned=e))  # fmt: skip
+            rows.append(
+                row(
+                    f"{p} IPNDM(4) NFE 10: EDMGrid(7) / tuned",
+                    e0 / e,
+                    "x",
+                    reference=e0,
+                    ratio=e0 / e,
+                    target=">= 2",
+                    tuned=e,
+                )
+            )
     for t in tuned_info:
         if t["problem"] == "ring2d" and t["nfe"] == 10:
-            rows.append(row(f"tune_grid {t['sampler']} NFE 10 (ring2d) wall time", t["tune_s"], "s",
-                            ratio=t["tune_s"], target="<= 120"))  # fmt: skip
+            rows.append(
+                row(
+                    f"tune_grid {t['sampler']} NFE 10 (ring2d) wall time",
+                    t["tune_s"],
+                    "s",
+                    ratio=t["tune_s"],
+                    target="<= 120",
+                )
+            )
     return rows
 
 
@@ -271,20 +364,36 @@ def _stochastic(P, quick):
     t_end = _t_end(process)
     key = jax.random.PRNGKey(3)
     exact = jd.sample(key, None, process, (n, 2), sampler=jd.ExactSampler(law), steps=1, t_end=t_end)
-    exact2 = jd.sample(jax.random.PRNGKey(4), None, process, (n, 2), sampler=jd.ExactSampler(law), steps=1,
-                       t_end=t_end)  # fmt: skip
+    exact2 = jd.sample(
+        jax.random.PRNGKey(4), None, process, (n, 2), sampler=jd.ExactSampler(law), steps=1, t_end=t_end
+    )
     pk = jax.random.PRNGKey(9)
     sw = lambda a: float(sliced_wasserstein(a, exact, key=pk, n_projections=256))  # noqa: E731
     out = {"n": n, "floor_sw2": sw(exact2), "fixed": [], "adaptive": []}
     for steps in (20, 50, 100, 200) if quick else (20, 50, 100, 200, 500):
-        x = jd.sample(jax.random.PRNGKey(5), score, process, (n, 2), sampler=jd.ReverseSDE(), grid=jd.EDMGrid(7.0),
-                      steps=steps, t_end=t_end)  # fmt: skip
+        x = jd.sample(
+            jax.random.PRNGKey(5),
+            score,
+            process,
+            (n, 2),
+            sampler=jd.ReverseSDE(),
+            grid=jd.EDMGrid(7.0),
+            steps=steps,
+            t_end=t_end,
+        )
         out["fixed"].append({"nfe": steps, "sw2": sw(x)})
     for tol in (0.1, 0.05, 0.02) if quick else (0.2, 0.1, 0.05, 0.02, 0.01, 0.005):
         smp = jd.AdaptiveSDE(rtol=tol, atol=tol)
         x, nfe = smp.sample_with_nfe(jax.random.PRNGKey(5), score, process, (n, 2), t_end=t_end)
-        out["adaptive"].append({"rtol": tol, "atol": tol, "nfe_mean": float(jnp.mean(nfe)),
-                                "nfe_max": int(jnp.max(nfe)), "sw2": sw(x)})  # fmt: skip
+        out["adaptive"].append(
+            {
+                "rtol": tol,
+                "atol": tol,
+                "nfe_mean": float(jnp.mean(nfe)),
+                "nfe_max": int(jnp.max(nfe)),
+                "sw2": sw(x),
+            }
+        )
     return out
 
 
@@ -308,7 +417,9 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
     for r in res["rows"]:
-        print(f"{r['case']}: {r['value']:.4g} {r['unit']} (target {r['target']}: {'met' if r['ok'] else 'NOT met'})")
+        print(
+            f"{r['case']}: {r['value']:.4g} {r['unit']} (target {r['target']}: {'met' if r['ok'] else 'NOT met'})"
+        )
     print(f"wrote {args.out}")
 
 

@@ -41,11 +41,14 @@ def markdown(res: dict) -> str:
         rows = [r for r in res["table"] if r["problem"] == p]
         nfes = sorted({r["nfe_budget"] for r in rows})
         ref = res["references"].get(p, {})
-        lines += [f"**{p}** (RMS endpoint error over {ref.get('n', '?')} trajectories; reference "
-                  f"{ref.get('ref_steps', '?')}-step Heun, which differs from the doubled-step solve by "
-                  f"{_fmt(ref.get('ref_vs_double_rms'))})", "",
-                  "| sampler | grid | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
-                  "|---|---|" + "---|" * len(nfes)]  # fmt: skip
+        lines += [
+            f"**{p}** (RMS endpoint error over {ref.get('n', '?')} trajectories; reference "
+            f"{ref.get('ref_steps', '?')}-step Heun, which differs from the doubled-step solve by "
+            f"{_fmt(ref.get('ref_vs_double_rms'))})",
+            "",
+            "| sampler | grid | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+            "|---|---|" + "---|" * len(nfes),
+        ]
         combos = list(dict.fromkeys((r["sampler"], r["grid"]) for r in rows))
         for s, g in combos:
             cells = []
@@ -55,19 +58,28 @@ def markdown(res: dict) -> str:
             lines.append(f"| {s} | {g} | " + " | ".join(cells) + " |")
         tuned = [r for r in rows if r["grid"] == "tuned"]
         if tuned:
-            lines += ["", "Tuning time (`tune_grid`, wall clock on the benchmark machine): " + ", ".join(
-                f"{r['sampler']} NFE {r['nfe_budget']}: {r['tune_s']:.0f} s" for r in tuned)]  # fmt: skip
+            lines += [
+                "",
+                "Tuning time (`tune_grid`, wall clock on the benchmark machine): "
+                + ", ".join(f"{r['sampler']} NFE {r['nfe_budget']}: {r['tune_s']:.0f} s" for r in tuned),
+            ]
         lines.append("")
     st = res.get("stochastic")
     if st:
-        lines += [f"**Stochastic samplers on ring2d** (sliced W2 to {st['n']} exact samples at `t_end`; "
-                  f"two exact sample sets differ by {_fmt(st['floor_sw2'])})", "",
-                  "| sampler | setting | NFE per sample (mean / max) | sliced W2 |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"**Stochastic samplers on ring2d** (sliced W2 to {st['n']} exact samples at `t_end`; "
+            f"two exact sample sets differ by {_fmt(st['floor_sw2'])})",
+            "",
+            "| sampler | setting | NFE per sample (mean / max) | sliced W2 |",
+            "|---|---|---|---|",
+        ]
         for r in st["fixed"]:
             lines.append(f"| ReverseSDE (EDMGrid(7)) | {r['nfe']} steps | {r['nfe']} | {_fmt(r['sw2'])} |")
         for r in st["adaptive"]:
-            lines.append(f"| AdaptiveSDE | rtol = atol = {r['rtol']} | {r['nfe_mean']:.0f} / {r['nfe_max']} | "
-                         f"{_fmt(r['sw2'])} |")  # fmt: skip
+            lines.append(
+                f"| AdaptiveSDE | rtol = atol = {r['rtol']} | {r['nfe_mean']:.0f} / {r['nfe_max']} | "
+                f"{_fmt(r['sw2'])} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
