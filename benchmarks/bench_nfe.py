@@ -417,9 +417,8 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
     for r in res["rows"]:
-        print(
-            f"{r['case']}: {r['value']:.4g} {r['unit']} (target {r['target']}: {'met' if r['ok'] else 'NOT met'})"
-        )
+        met = "met" if r["ok"] else "NOT met"
+        print(f"{r['case']}: {r['value']:.4g} {r['unit']} (target {r['target']}: {met})")
     print(f"wrote {args.out}")
 
 
