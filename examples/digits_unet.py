@@ -5,7 +5,7 @@ are scaled to `[-1, 1]`; a small `jd.nn.UNet` with the EDM parametrisation is tr
 denoising score matching, and DPM-Solver++ draws new digits in 30 steps. A few thousand steps
 on a CPU give recognisable digits; a GPU makes the default size quick.
 
-    python examples/digits_unet.py [--steps 4000] [--tiny] [--out examples-out/digits_unet.png]
+    python examples/digits_unet.py [--steps 4000] [--base 32] [--tiny] [--out examples-out/digits_unet.png]
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ from _common import figure, parse, save
 import jaxdiff as jd
 
 
+def _args(ap):
+    ap.add_argument("--steps", type=int, default=4000, help="training steps")
+    ap.add_argument("--base", type=int, default=32, help="U-Net channels at the finest level")
+
+
 def main(argv=None) -> str:
-    args = parse(
-        __doc__, "digits_unet.png", argv, lambda ap: ap.add_argument("--steps", type=int, default=4000)
-    )
-    steps, base, n, sample_steps = (2, 8, 4, 3) if args.tiny else (args.steps, 32, 36, 30)
+    args = parse(__doc__, "digits_unet.png", argv, _args)
+    steps, base, n, sample_steps = (2, 8, 4, 3) if args.tiny else (args.steps, args.base, 36, 30)
     data = jd.data.digits()  # (1797, 1, 8, 8) in [-1, 1]
     process = jd.VP()
     net = jd.nn.UNet(1, key=jax.random.PRNGKey(0), base=base)
@@ -53,7 +56,7 @@ def main(argv=None) -> str:
         ax.axis("off")
     for ax, img in zip(np.ravel(axes), x):
         ax.imshow(img[0], cmap="gray_r", vmin=-1, vmax=1)
-    fig.suptitle(f"U-Net, {steps} training steps", fontsize=9)
+    fig.suptitle(f"U-Net (base {base}), {steps} training steps", fontsize=9)
     return save(fig, args.out)
 
 

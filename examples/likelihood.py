@@ -46,7 +46,7 @@ def main(argv=None) -> str:
         ylabel="probability-flow log-likelihood",
         title=f"{n} test points, largest gap {err:.1e} nats",
     )
-    g = np.linspace(-5, 5, 120)
+    g = np.linspace(-9, 9, 160)
     xx, yy = np.meshgrid(g, g)
     grid = jnp.stack([xx.ravel(), yy.ravel()], 1)
     lp = jax.vmap(law.noised(process, t_end).log_prob)(grid).reshape(xx.shape)

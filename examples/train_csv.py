@@ -45,25 +45,21 @@ def main(argv=None) -> str:
 
     process = jd.OU()
     net = jd.nn.MLP(data.shape[1], key=jax.random.PRNGKey(1), width=width)
-    score = jd.NetworkScore(net, process)
+    # EDM's preconditioning and loss weighting suit data of unit scale
+    score = jd.NetworkScore(net, process, jd.EDMParam(sigma_data=1.0))
+    loss = jd.DSMLoss(jd.EDMWeighting(1.0), jd.LogNormalTime())
     score, log = jd.train(
-        score,
-        data,
-        process,
-        key=jax.random.PRNGKey(2),
-        steps=steps,
-        batch_size=256,
-        progress=False,
-        return_log=True,
-    )
+        score, data, process, key=jax.random.PRNGKey(2), steps=steps, batch_size=256, loss=loss,
+        progress=False, return_log=True,
+    )  # fmt: skip
     x = jd.sample(jax.random.PRNGKey(3), score, process, (n_samples, data.shape[1]), steps=200)
     x = np.asarray(x) * std + mean  # back to the data's units
 
     fig, (ax1, ax2) = figure(1, 2, figsize=(10, 4.2))
     ax1.plot(log.step, log.loss)
     ax1.set(xlabel="step", ylabel="denoising loss", title="training", yscale="log")
-    ax2.scatter(*raw[:, :2].T, s=3, c="0.7", label="data")
     ax2.scatter(*x[:, :2].T, s=3, label="samples")
+    ax2.scatter(*raw[:, :2].T, s=3, c="k", alpha=0.3, label="data")
     ax2.set(title=f"{len(raw)} data points from {pathlib.Path(csv).name}")
     ax2.legend()
     return save(fig, args.out)

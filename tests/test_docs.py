@@ -116,3 +116,12 @@ def test_version_is_one_and_documented():
     assert out.stdout.strip() == f"jaxdiff {version}"
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog and f"## [{version}]" in changelog
+
+
+def test_benchmarks_page_is_generated_from_the_json(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import docs_tables
+
+    expected = docs_tables.page(docs_tables.load(json_file=docs_tables.DEFAULT_JSON),
+                                "benchmarks/results/quick.json")  # fmt: skip
+    assert (DOCS / "benchmarks.md").read_text() == expected, "run `python -m benchmarks.docs_tables`"
