@@ -291,3 +291,13 @@ def test_cli_samples_a_class_with_guidance(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["sample", "--law", "two-moons", "--class", "1", "--out", str(out)])
     assert "ring8 or grid25" in capsys.readouterr().err
+
+
+def test_law_methods_delegate_to_the_conditional_package():
+    mix = _full_mixture()
+    obs = jd.LinearObservation(jnp.array([[1.0, 0.5]]), 0.3)
+    a, b = mix.given(obs, jnp.array([0.7])), jd.posterior_given(mix, obs, jnp.array([0.7]))
+    np.testing.assert_allclose(a.means, b.means)
+    lab = jd.PointCloud(jnp.arange(8.0).reshape(4, 2)).with_labels(jnp.array([1, 0, 1, 0]))
+    np.testing.assert_array_equal(lab.condition(1).points, jnp.array([[0.0, 1.0], [4.0, 5.0]]))
+    assert mix.with_labels(jnp.array([0, 1, 1])).n_classes == 2

@@ -139,6 +139,14 @@ class AbstractLaw(eqx.Module):
         """The law of `X_t` when `X_0` has this law and `process` noises it."""
         return NoisedLaw(self, process, t)
 
+    def given(self, observation, y) -> AbstractLaw:
+        """The exact law of `X_0` given a `LinearObservation` `Y = A X_0 + s N(0, I)` equal to
+        `y`, in closed form (`jaxdiff.conditional.posterior_given`; Gaussian mixtures,
+        Gaussians and point clouds)."""
+        from ..conditional.observation import posterior_given
+
+        return posterior_given(self, observation, y)
+
 
 class NoisedLaw(eqx.Module):
     """The law of `X_t = alpha(t) X_0 + sigma(t) Z` for an exact law of `X_0`.

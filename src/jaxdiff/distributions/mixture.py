@@ -120,6 +120,14 @@ class GaussianMixture(AbstractLaw):
     def mean(self) -> Float[Array, " d"]:
         return self.weights @ self.means
 
+    def with_labels(self, labels, *, n_classes: int | None = None):
+        """This law with a class label per component: a `jaxdiff.Labelled` law, whose
+        `condition(y)` is the exact law of `X_0` given the class and whose
+        `log_classifier_at` is the exact noisy classifier."""
+        from ..conditional.labels import Labelled
+
+        return Labelled(self, labels, n_classes=n_classes)
+
     def covariance(self) -> Float[Array, "d d"]:
         """Covariance of the whole mixture."""
         mu = self.mean()

@@ -89,6 +89,14 @@ class PointCloud(AbstractLaw):
     def points(self) -> Float[Array, "N d"]:
         return self.chunks.reshape(-1, self.dim)[: self.n_points] + self.center
 
+    def with_labels(self, labels, *, n_classes: int | None = None):
+        """This law with a class label per point: a `jaxdiff.Labelled` law, whose
+        `condition(y)` is the exact law of `X_0` given the class and whose
+        `log_classifier_at` is the exact noisy classifier."""
+        from ..conditional.labels import Labelled
+
+        return Labelled(self, labels, n_classes=n_classes)
+
     @property
     def dim(self) -> int:
         return self.chunks.shape[2]
