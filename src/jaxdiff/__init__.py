@@ -113,6 +113,7 @@ from .conditional import (
     AbstractConditionalScore as AbstractConditionalScore,
     ClassifierFreeGuidance as ClassifierFreeGuidance,
     ClassifierGuidance as ClassifierGuidance,
+    ConditionalNetworkScore as ConditionalNetworkScore,
     ExactClassifier as ExactClassifier,
     Labelled as Labelled,
     LabelledExactScore as LabelledExactScore,

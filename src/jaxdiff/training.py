@@ -278,6 +278,8 @@ def train(
     devices: list | None = None,
     fuse_steps: bool | None = None,
     return_log: bool = False,
+    labels=None,
+    label_dropout: float = 0.1,
 ) -> AbstractScore | tuple[AbstractScore, TrainLog]:
     """Train the arrays of `score` (not those of its process) by minimising `loss` on `data`.
 
@@ -318,6 +320,10 @@ def train(
       inside a loop far slower (the benchmark U-Net: 40x), so the default `None` fuses unless
       the score contains an `equinox.nn.Conv` layer.
     - `return_log`: also return a `TrainLog` (per-step losses, wall time, last iterate).
+    - `labels`: class labels of the examples, shape `(N,)`, to train a
+      `jaxdiff.conditional.ConditionalNetworkScore`: each example's label is replaced by the
+      null label with probability `label_dropout`, so one network learns the conditional and
+      the unconditional score (classifier-free guidance needs both).
 
     A `NetworkScore` with `EDMParam(sigma_data=None)` (the default parametrisation) gets
     `sigma_data`, the root mean square of the data's coordinates (of 8192 draws for a law).
@@ -338,6 +344,10 @@ def train(
     default_optimizer = optimizer is None
     if not isinstance(loss, AbstractLoss):
         raise ValueError(f"`loss` must be a loss object such as DSMLoss(), got {loss!r}")
+    if labels is not None:  # the labels travel as a last column of the data
+        from .conditional.network import pack_labelled
+
+        data, loss = pack_labelled(score, data, labels, loss, label_dropout)
     steps = _check_positive_int("steps", steps)
     batch_size = _check_positive_int("batch_size", batch_size)
     checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every)

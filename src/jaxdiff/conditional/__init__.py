@@ -12,5 +12,6 @@ from .labels import (
     Labelled as Labelled,
     LabelledExactScore as LabelledExactScore,
 )
+from .network import ConditionalNetworkScore as ConditionalNetworkScore, LabelledLoss as LabelledLoss
 from .observation import LinearObservation as LinearObservation, posterior_given as posterior_given
 from .posterior_samplers import DPS as DPS, PiGDM as PiGDM, Replacement as Replacement

@@ -52,3 +52,24 @@ class FourierFeatures(eqx.Module):
         arg = freqs * c
         # keep `c` itself: a linear feature lets the network extrapolate in the noise level
         return jnp.concatenate([c[None], jnp.sin(arg), jnp.cos(arg)])
+
+
+def _label_embedding(n_classes, size: int, key, dtype):
+    """`(n_classes, Embedding(n_classes + 1, size))`: the last row is the null label."""
+    import jax
+
+    if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 1:
+        raise ValueError(f"`n_classes` must be a positive integer, got {n_classes!r}")
+    k = jax.random.fold_in(key, 0x1ABE1)
+    return n_classes, eqx.nn.Embedding(n_classes + 1, size, key=k, dtype=dtype)
+
+
+def add_label(emb, label_embed, n_classes, label):
+    """`emb` plus the embedding of `label` (`None`: the null label); a label given to a model
+    built without `n_classes` is refused."""
+    if label_embed is None:
+        if label is not None:
+            raise ValueError("this model has no class labels: build it with `n_classes=` to pass `label`")
+        return emb
+    idx = n_classes if label is None else jnp.asarray(label, jnp.int32)
+    return emb + label_embed(idx).astype(emb.dtype)

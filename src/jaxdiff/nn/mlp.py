@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._checks import check_sample_shape
-from .embeddings import FourierFeatures
+from .embeddings import FourierFeatures, _label_embedding, add_label
 
 
 class _Block(eqx.Module):
@@ -54,9 +54,11 @@ class MLP(eqx.Module):
     norm_out: eqx.nn.LayerNorm
     lin_out: eqx.nn.Linear
     dim: int = eqx.field(static=True)
+    label_embed: eqx.nn.Embedding | None = None  # class labels: `n_classes` rows plus a null one
+    n_classes: int | None = eqx.field(static=True, default=None)
 
     def __init__(self, dim: int, *, key: PRNGKeyArray, width: int = 128, depth: int = 3, n_fourier: int = 16,
-                 dtype=None):
+                 dtype=None, n_classes: int | None = None):
         """**Arguments:**
 
         - `dim`: size of one sample.
@@ -64,6 +66,9 @@ class MLP(eqx.Module):
         - `width`: hidden width; `depth`: number of residual blocks (>= 0).
         - `n_fourier`: number of Fourier time features (even).
         - `dtype`: parameter dtype (default: JAX's default float).
+        - `n_classes`: if given, the model also takes a class `label` in `0..n_classes-1` (or
+          `None`, the null label of the unconditional branch), embedded and added to the time
+          embedding.
         """
         for name, v, lo in (("dim", dim, 1), ("width", width, 1), ("depth", depth, 0)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -76,11 +81,14 @@ class MLP(eqx.Module):
         self.norm_out = eqx.nn.LayerNorm(width, dtype=dtype)
         self.lin_out = eqx.nn.Linear(width, dim, key=ko, dtype=dtype)
         self.dim = dim
+        if n_classes is not None:
+            self.n_classes, self.label_embed = _label_embedding(n_classes, width, key, dtype)
 
-    def __call__(self, c: Float[ArrayLike, ""], x: Float[Array, " dim"]) -> Float[Array, " dim"]:
+    def __call__(self, c: Float[ArrayLike, ""], x: Float[Array, " dim"], label=None) -> Float[Array, " dim"]:
         check_sample_shape("x", x, self.dim)
         dtype = self.lin_in.weight.dtype
         emb = jax.nn.silu(self.time_in(self.embed(jnp.asarray(c, dtype))))
+        emb = add_label(emb, self.label_embed, self.n_classes, label)
         h = self.lin_in(x.astype(dtype)) + emb
         for block in self.blocks:
             h = block(h, emb)

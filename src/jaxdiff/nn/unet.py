@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .embeddings import FourierFeatures
+from .embeddings import FourierFeatures, _label_embedding, add_label
 
 
 def _groups(channels: int) -> int:
@@ -76,9 +76,11 @@ class UNet(eqx.Module):
     norm_out: eqx.nn.GroupNorm
     conv_out: eqx.nn.Conv2d
     channels: int = eqx.field(static=True)
+    label_embed: eqx.nn.Embedding | None = None  # class labels: `n_classes` rows plus a null one
+    n_classes: int | None = eqx.field(static=True, default=None)
 
     def __init__(self, channels: int, *, key: PRNGKeyArray, base: int = 32, mults: tuple[int, ...] = (1, 2),
-                 emb_size: int = 64, n_fourier: int = 16, dtype=None):
+                 emb_size: int = 64, n_fourier: int = 16, dtype=None, n_classes: int | None = None):
         """**Arguments:**
 
         - `channels`: image channels `C` (input and output).
@@ -87,6 +89,8 @@ class UNet(eqx.Module):
         - `mults`: channel multipliers, one per resolution level (`(1, 2)`: 8x8 -> 4x4).
         - `emb_size`: width of the time embedding; `n_fourier`: Fourier features (even).
         - `dtype`: parameter dtype.
+        - `n_classes`: if given, the model also takes a class `label` (or `None`, the null label),
+          embedded and added to the time embedding.
         """
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"`channels` must be a positive integer, got {channels!r}")
@@ -98,8 +102,11 @@ class UNet(eqx.Module):
         for name, layer in layers.items():
             setattr(self, name, layer)
         self.channels = channels
+        if n_classes is not None:
+            self.n_classes, self.label_embed = _label_embedding(n_classes, emb_size, key, dtype)
 
-    def __call__(self, c: Float[ArrayLike, ""], x: Float[Array, "C H W"]) -> Float[Array, "C H W"]:
+    def __call__(self, c: Float[ArrayLike, ""], x: Float[Array, "C H W"], label=None
+                 ) -> Float[Array, "C H W"]:
         L = len(self.down)
         if x.ndim != 3 or x.shape[0] != self.channels:
             raise ValueError(f"`x` must be one image of shape ({self.channels}, H, W), got {x.shape}"
@@ -109,6 +116,7 @@ class UNet(eqx.Module):
             raise ValueError(f"`x`'s height and width must be divisible by {f}, got {x.shape[1:]}")
         dtype = self.conv_in.weight.dtype
         emb = self.time_mlp(self.embed(jnp.asarray(c, dtype)))
+        emb = add_label(emb, self.label_embed, self.n_classes, label)
         h = self.conv_in(x.astype(dtype))
         skips = []
         for i in range(L):
