@@ -222,6 +222,8 @@ def test_pointcloud_posterior_sampling_frequencies(chunk_size):
         (lambda: jd.PointCloud(np.zeros((0, 2))), "empty"),
         (lambda: jd.PointCloud(np.zeros(5)), "points"),
         (lambda: jd.PointCloud(np.array([[0.0, np.nan]])), "NaN"),
+        (lambda: jd.PointCloud(POINTS, query_split=0), "query_split"),
+        (lambda: jd.PointCloud(jd.PointCloud(POINTS), chunk_size=3), "chunk_size"),
         (lambda: jd.GaussianMixture(MEANS, np.array([0.1, -0.2, 0.3])), "stds"),
         (lambda: jd.GaussianMixture(MEANS, np.array([0.1, np.inf, 0.3])), "stds"),
         (lambda: jd.GaussianMixture(MEANS, 0.5, np.array([0.5, 0.5, 0.5])), "sum to one"),
