@@ -78,22 +78,51 @@ def run(quick: bool = True) -> dict:
         fwd = res[steps, "plain", "forward"]
         for adjoint in ("plain", "checkpoint"):
             g = res[steps, adjoint, "grad"]
-            table.append({"steps": steps, "adjoint": adjoint, "peak_rss_gib": g["peak"] / gib if g["time"] else None,
-                          "xla_temp_gib": None if g["temp"] is None else g["temp"] / gib, "time_s": g["time"],
-                          "forward_peak_rss_gib": fwd["peak"] / gib, "forward_time_s": fwd["time"],
-                          "forward_xla_temp_gib": None if fwd["temp"] is None else fwd["temp"] / gib})
+            table.append(
+                {
+                    "steps": steps,
+                    "adjoint": adjoint,
+                    "peak_rss_gib": g["peak"] / gib if g["time"] else None,
+                    "xla_temp_gib": None if g["temp"] is None else g["temp"] / gib,
+                    "time_s": g["time"],
+                    "forward_peak_rss_gib": fwd["peak"] / gib,
+                    "forward_time_s": fwd["time"],
+                    "forward_xla_temp_gib": None if fwd["temp"] is None else fwd["temp"] / gib,
+                }
+            )
     g1000, f1000 = res[1000, "checkpoint", "grad"], res[1000, "plain", "forward"]
-    rows.append(row(f"checkpointed gradient peak / forward peak, 1000 steps, d={d} B={B} N={N}",
-                    g1000["peak"] / gib, "GiB", reference=f1000["peak"] / gib,
-                    ratio=g1000["peak"] / f1000["peak"], target="<= 2"))
+    rows.append(
+        row(
+            f"checkpointed gradient peak / forward peak, 1000 steps, d={d} B={B} N={N}",
+            g1000["peak"] / gib,
+            "GiB",
+            reference=f1000["peak"] / gib,
+            ratio=g1000["peak"] / f1000["peak"],
+            target="<= 2",
+        )
+    )
     c200, p200 = res[200, "checkpoint", "grad"], res[200, "plain", "grad"]
-    rows.append(row(f"checkpointed / plain gradient time, 200 steps, d={d} B={B} N={N}", c200["time"], "s",
-                    reference=p200["time"], ratio=c200["time"] / p200["time"], target="<= 3"))
+    rows.append(
+        row(
+            f"checkpointed / plain gradient time, 200 steps, d={d} B={B} N={N}",
+            c200["time"],
+            "s",
+            reference=p200["time"],
+            ratio=c200["time"] / p200["time"],
+            target="<= 3",
+        )
+    )
     p1000 = res[1000, "plain", "grad"]
     if p1000["temp"] is not None and g1000["temp"] is not None:
-        rows.append(row("plain / checkpointed gradient scratch memory (compiled), 1000 steps",
-                        p1000["temp"] / gib, "GiB", reference=g1000["temp"] / gib,
-                        ratio=p1000["temp"] / max(g1000["temp"], 1)))
+        rows.append(
+            row(
+                "plain / checkpointed gradient scratch memory (compiled), 1000 steps",
+                p1000["temp"] / gib,
+                "GiB",
+                reference=g1000["temp"] / gib,
+                ratio=p1000["temp"] / max(g1000["temp"], 1),
+            )
+        )
     return {
         "title": "Gradients through DDIM: memory and time per adjoint",
         "machine": machine(),
@@ -102,8 +131,8 @@ def run(quick: bool = True) -> dict:
         "table": table,
         "notes": [
             "peak_rss_gib: process peak resident memory (JAX runtime included), one fresh process per row",
-            "xla_temp_gib: scratch memory of the compiled program; plain backpropagation through 1000 steps is"
-            " compiled but not run (its peak_rss_gib is null)",
+            "xla_temp_gib: scratch memory of the compiled program; plain backpropagation through 1000 steps"
+            " is compiled but not run (its peak_rss_gib is null)",
             "gradient of mean(x^2) with respect to t_end; DDIM, exact point-cloud score, OU",
         ],
     }

@@ -33,6 +33,9 @@ from .scores import (
 # Sampling
 from . import sampling as sampling
 from .sampling import (
+    AbstractAdjoint as AbstractAdjoint,
+    BackpropAdjoint as BackpropAdjoint,
+    CheckpointAdjoint as CheckpointAdjoint,
     DDIM as DDIM,
     DDPM as DDPM,
     AbstractGrid as AbstractGrid,

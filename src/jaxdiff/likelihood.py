@@ -90,7 +90,10 @@ def _solve(score, process, x, t_end, probes, *, divergence, solver, stepsize_con
            adjoint, prior_log_prob):
     score = without_time_checks(score)  # t runs over [t_end, T], checked by the caller
 
+    # The score and process travel as `args`, not closed over: a continuous adjoint
+    # (diffrax.BacksolveAdjoint) differentiates with respect to `args` and the state only.
     def field(t, y, args):
+        score, process = args
         xt, _ = y
         v = lambda z: -reverse_drift(process, score, t, z, noise=0.0)  # the flow in ordinary time
         dx, div = divergence(v, xt, probes)
@@ -98,7 +101,8 @@ def _solve(score, process, x, t_end, probes, *, divergence, solver, stepsize_con
 
     y0 = (x, jnp.zeros((), x.dtype))
     sol = diffrax.diffeqsolve(diffrax.ODETerm(field), solver, t_end, process.T, dt0, y0,
-                              stepsize_controller=stepsize_controller, max_steps=max_steps, adjoint=adjoint)
+                              args=(score, process), stepsize_controller=stepsize_controller,
+                              max_steps=max_steps, adjoint=adjoint)
     x_T, integral = jax.tree.map(lambda a: a[-1], sol.ys)
     prior = process.prior_log_prob(x_T) if prior_log_prob is None else prior_log_prob(x_T)
     return prior + integral
@@ -130,7 +134,10 @@ def log_likelihood(
       sweeping it does not recompile.
     - `divergence`: `ExactDivergence()` or `Hutchinson(n_probes)`; `key` draws Hutchinson's probes.
     - `solver`, `stepsize_controller`, `dt0`, `max_steps`, `adjoint`: passed to
-      `diffrax.diffeqsolve` (defaults: Tsit5 with rtol = atol = 1e-5).
+      `diffrax.diffeqsolve` (defaults: Tsit5 with rtol = atol = 1e-5). The default adjoint
+      differentiates the solver's steps with recursive checkpointing (memory logarithmic in
+      the number of steps); `diffrax.BacksolveAdjoint()` solves the adjoint ODE backwards
+      instead (constant memory, gradients accurate to the solver's tolerance).
     - `prior_log_prob`: the log-density at `T` (default: the process's prior), e.g. the exact
       `law.noised(process, process.T).log_prob` to remove the initialisation error.
     """

@@ -3,6 +3,11 @@ probability-flow ODE, DDPM/DDIM, EDM's Heun, DPM-Solver++, predictor–corrector
 exact bridge and ancestral sampler."""
 
 from .adaptive import AdaptiveSDE as AdaptiveSDE
+from .adjoint import (
+    AbstractAdjoint as AbstractAdjoint,
+    BackpropAdjoint as BackpropAdjoint,
+    CheckpointAdjoint as CheckpointAdjoint,
+)
 from .base import (
     AbstractSampler as AbstractSampler,
     AbstractScoreSampler as AbstractScoreSampler,

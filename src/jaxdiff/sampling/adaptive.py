@@ -34,6 +34,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from .._checks import is_concrete
 from ..processes import AbstractProcess
 from ..scores import without_time_checks
+from .adjoint import BackpropAdjoint
 from .base import AbstractScoreSampler, denoiser
 
 Scalar = Float[ArrayLike, ""]
@@ -109,9 +110,15 @@ class AdaptiveSDE(AbstractScoreSampler):
         )
         return y, 2 * k
 
-    def integrate(self, key, score, process, ts, x, *, trajectory):
+    def integrate(self, key, score, process, ts, x, *, trajectory, adjoint):
         if trajectory:
             raise ValueError("AdaptiveSDE chooses its own steps: `trajectory=True` is not supported")
+        if not isinstance(adjoint, BackpropAdjoint):
+            # its step loop is a while loop, which JAX cannot reverse-differentiate at all
+            raise ValueError(
+                f"AdaptiveSDE takes no `adjoint` (got {type(adjoint).__name__}): its adaptive loop has no "
+                "reverse-mode derivative; differentiate a fixed-grid sampler instead"
+            )
         return self.solve(key, score, process, ts[0], ts[-1], x)[0]
 
     @eqx.filter_jit

@@ -133,7 +133,9 @@ def _nested_scan(body, carry, xs, length, b, level):
     if n_full < length:
         rest = length - n_full
         tail = jax.tree.map(lambda a: a[n_full:], xs)
-        carry, ys_tail = jax.checkpoint(lambda c, x: _nested_scan(body, c, x, rest, b, level - 1))(carry, tail)
+        carry, ys_tail = jax.checkpoint(lambda c, x: _nested_scan(body, c, x, rest, b, level - 1))(
+            carry, tail
+        )
         ys = jax.tree.map(lambda a, t: jnp.concatenate([a, t], axis=0), ys, ys_tail)
     return carry, ys
 
@@ -145,21 +147,25 @@ def as_diffrax_adjoint(adjoint: AbstractAdjoint | diffrax.AbstractAdjoint) -> di
     return adjoint.diffrax_adjoint()
 
 
-def check_adjoint(adjoint, *, diffrax_based: bool, sampler_name: str):
-    """Refuse an adjoint that does not apply to the sampler, with the fix."""
+def check_adjoint(adjoint) -> AbstractAdjoint | diffrax.AbstractAdjoint:
+    """`sample`'s `adjoint` argument: `None` is plain backpropagation; anything else must be
+    an adjoint (checked eagerly, with the fix)."""
     if adjoint is None:
         return BackpropAdjoint()
-    if isinstance(adjoint, diffrax.AbstractAdjoint):
-        if not diffrax_based:
-            raise ValueError(
-                f"`adjoint={type(adjoint).__name__}()` is a Diffrax adjoint, but {sampler_name} is a step "
-                "sampler (a lax.scan loop, not a Diffrax solve): use jd.BackpropAdjoint() or "
-                "jd.CheckpointAdjoint()"
-            )
-        return adjoint
-    if not isinstance(adjoint, AbstractAdjoint):
+    if not isinstance(adjoint, (AbstractAdjoint, diffrax.AbstractAdjoint)):
         raise ValueError(
             "`adjoint` must be jd.BackpropAdjoint(), jd.CheckpointAdjoint(...) or, for Diffrax-based "
-            f"samplers, a Diffrax adjoint; got {type(adjoint).__name__}"
+            f"samplers (ProbabilityFlow, DiffraxReverseSDE), a Diffrax adjoint; got {type(adjoint).__name__}"
         )
     return adjoint
+
+
+def step_adjoint(adjoint, sampler_name: str) -> AbstractAdjoint:
+    """The adjoint of a step loop: a Diffrax adjoint has no meaning there, so it is refused."""
+    if isinstance(adjoint, diffrax.AbstractAdjoint):
+        raise ValueError(
+            f"`adjoint=diffrax.{type(adjoint).__name__}()` is a Diffrax adjoint, but {sampler_name} is a "
+            "step sampler (a lax.scan loop, not a Diffrax solve): use jd.BackpropAdjoint() or "
+            "jd.CheckpointAdjoint()"
+        )
+    return check_adjoint(adjoint)

@@ -26,6 +26,7 @@ import abc
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from ..processes import AbstractProcess
 from ..scores import AbstractScore
+from .adjoint import AbstractAdjoint, BackpropAdjoint, step_adjoint
 
 Scalar = Float[ArrayLike, ""]
 Score = Callable[[Any, Any], Any]
@@ -70,13 +72,15 @@ class AbstractSampler(eqx.Module):
         x: Float[Array, "*event"],
         *,
         trajectory: bool,
+        adjoint: AbstractAdjoint | diffrax.AbstractAdjoint,
     ) -> Float[Array, "*event"] | Float[Array, " times *event"]:
         """Run one sample `x` (the state at `ts[0]`) down the grid `ts`.
 
         **Arguments:** `key`, this sample's own key (step `k` may use `fold_in(key, k)`);
         `score(t, x)` on one sample; `process`; `ts`, descending times; `x`, the state at
         `ts[0]`; `trajectory`: return the states at every `ts` (first one `x`) instead of
-        the last one.
+        the last one; `adjoint`: how reverse-mode gradients flow through the loop (a jaxdiff
+        adjoint; a Diffrax-based sampler also takes a Diffrax adjoint).
         """
 
     @abc.abstractmethod
@@ -121,8 +125,8 @@ class AbstractStepSampler(AbstractScoreSampler):
     ) -> tuple[Float[Array, "*event"], PyTree]:
         """One step of one sample from time `t` to the next grid time `s < t`."""
 
-    def integrate(self, key, score, process, ts, x, *, trajectory):
-        return scan_steps(self, key, score, process, ts, x, trajectory=trajectory)
+    def integrate(self, key, score, process, ts, x, *, trajectory, adjoint):
+        return scan_steps(self, key, score, process, ts, x, trajectory=trajectory, adjoint=adjoint)
 
 
 class StepMap(Protocol):
@@ -133,12 +137,15 @@ class StepMap(Protocol):
     def step(self, key, score, process, t, s, x, state) -> tuple[Array, PyTree]: ...
 
 
-def scan_steps(sampler: StepMap, key, score, process, ts, x, *, trajectory: bool):
+def scan_steps(sampler: StepMap, key, score, process, ts, x, *, trajectory: bool,
+               adjoint: AbstractAdjoint = BackpropAdjoint()):
     """Iterate `sampler.step` over the grid `ts` with one `lax.scan` (one sample).
 
     The one step loop of the package: every step sampler (and `ExactSampler`) runs through
-    it, so a variant of the loop (checkpointed, say) replaces this function alone.
+    it. `adjoint` sets how its reverse-mode derivative is stored (`BackpropAdjoint`: every
+    step; `CheckpointAdjoint`: a few checkpoints, recomputing the rest).
     """
+    adjoint = step_adjoint(adjoint, type(sampler).__name__)
     K = ts.shape[0] - 1
     state = sampler.init_state(score, process, ts, x)
 
@@ -148,7 +155,7 @@ def scan_steps(sampler: StepMap, key, score, process, ts, x, *, trajectory: bool
         x, state = sampler.step(jax.random.fold_in(key, k), score, process, t, s, x, state)
         return (x, state), (x if trajectory else None)
 
-    (x_end, _), xs = jax.lax.scan(body, (x, state), (ts[:-1], ts[1:], jnp.arange(K)))
+    (x_end, _), xs = adjoint.scan(body, (x, state), (ts[:-1], ts[1:], jnp.arange(K)), K)
     if trajectory:
         return jnp.concatenate([x[None], xs], axis=0)
     return x_end

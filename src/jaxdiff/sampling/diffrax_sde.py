@@ -19,6 +19,7 @@ import lineax as lx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..processes import reverse_drift
+from .adjoint import as_diffrax_adjoint
 from .base import AbstractScoreSampler
 from .diffrax_nfe import solver_nfe
 
@@ -115,7 +116,7 @@ class DiffraxReverseSDE(AbstractScoreSampler):
     def nfe(self, steps):
         return solver_nfe(self.solver, steps)
 
-    def integrate(self, key, score, process, ts, x, *, trajectory):
+    def integrate(self, key, score, process, ts, x, *, trajectory, adjoint):
         event = x.shape
         # Reverse time tau = ts[0] - t, integrated forwards: Diffrax's stochastic Runge-Kutta
         # solvers (ShARK, SRA1, ...) give wrong results when t1 < t0, so never ask them to.
@@ -133,6 +134,7 @@ class DiffraxReverseSDE(AbstractScoreSampler):
         sol = diffrax.diffeqsolve(
             terms, self.solver, taus[0], taus[-1], None, x.reshape(-1),
             stepsize_controller=diffrax.StepTo(taus), saveat=saveat, max_steps=ts.shape[0] - 1,
+            adjoint=as_diffrax_adjoint(adjoint),
         )  # fmt: skip
         if trajectory:
             return sol.ys.reshape((ts.shape[0], *event))

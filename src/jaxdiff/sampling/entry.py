@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from jaxtyping import ArrayLike, Float, PRNGKeyArray
 from .._checks import as_float_array, check_finite, check_time, error_if_not_finite, is_concrete
 from ..processes import AbstractProcess
 from ..scores import check_score_process, without_time_checks
+from .adjoint import AbstractAdjoint, check_adjoint
 from .base import AbstractSampler, denoiser
 from .grids import AbstractGrid, LogSNRGrid
 from .sde import ReverseSDE
@@ -122,6 +124,7 @@ def sample(
     x_init: Float[ArrayLike, " batch *event"] | None = None,
     denoise: bool = False,
     trajectory: bool = False,
+    adjoint: AbstractAdjoint | diffrax.AbstractAdjoint | None = None,
 ):
     r"""Draw samples by running the reverse-time dynamics from `T` down to `t_end`.
 
@@ -149,6 +152,11 @@ def sample(
       (needs a `score`).
     - `trajectory`: return `(ts, xs)` with `xs` of shape `(len(ts), *shape)`; with
       `denoise=True` a last entry at time 0 holds the denoised samples.
+    - `adjoint`: how reverse-mode gradients flow through the sampler: `None` or
+      `jd.BackpropAdjoint()` (store every step: fastest, memory linear in `steps`),
+      `jd.CheckpointAdjoint()` (store a few states and recompute: memory logarithmic in
+      `steps`, same gradient), or for Diffrax-based samplers a Diffrax adjoint such as
+      `diffrax.BacksolveAdjoint()`, passed through to `diffrax.diffeqsolve`.
 
     **Returns:** an array of `shape`, or `(ts, xs)`.
 
@@ -186,11 +194,14 @@ def sample(
     if score is None and (sampler.uses_score or denoise):
         why = f"the {type(sampler).__name__} sampler" if sampler.uses_score else "`denoise=True`"
         raise ValueError(f"`score` is required by {why} (e.g. jd.ExactScore(process, law))")
-    return _sample(key, score, process, shape, sampler, steps, t_end, grid, x_init, denoise, trajectory)
+    adjoint = check_adjoint(adjoint)
+    return _sample(
+        key, score, process, shape, sampler, steps, t_end, grid, x_init, denoise, trajectory, adjoint
+    )
 
 
 @eqx.filter_jit
-def _sample(key, score, process, shape, sampler, steps, t_end, grid, x_init, denoise, trajectory):
+def _sample(key, score, process, shape, sampler, steps, t_end, grid, x_init, denoise, trajectory, adjoint):
     ts = grid(process, steps, t_end) if isinstance(grid, AbstractGrid) else grid
     if score is not None:  # at trace time only: once per compilation, not once per call
         _check_score(score, shape, ts.dtype)
@@ -200,7 +211,7 @@ def _sample(key, score, process, shape, sampler, steps, t_end, grid, x_init, den
 
     def one(i, xi):
         k = jax.random.fold_in(k_noise, i)
-        return sampler.integrate(k, score, process, ts, xi, trajectory=trajectory)
+        return sampler.integrate(k, score, process, ts, xi, trajectory=trajectory, adjoint=adjoint)
 
     xs = jax.vmap(one)(jnp.arange(shape[0]), x)  # (n, *event) or (n, K+1, *event)
     if denoise:

@@ -50,9 +50,9 @@ class ExactSampler(AbstractSampler):
         self._check_event(shape[1:])
         return self.law.sample_at(key, shape[0], process.alpha(ts[0]), process.sigma(ts[0])).astype(ts.dtype)
 
-    def integrate(self, key, score, process, ts, x, *, trajectory):
+    def integrate(self, key, score, process, ts, x, *, trajectory, adjoint):
         self._check_event(x.shape)  # at trace time
-        return scan_steps(self, key, score, process, ts, x, trajectory=trajectory)
+        return scan_steps(self, key, score, process, ts, x, trajectory=trajectory, adjoint=adjoint)
 
     def _check_event(self, event):
         if tuple(event) != (self.law.dim,):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import diffrax
 
 from ..processes import reverse_drift
+from .adjoint import as_diffrax_adjoint
 from .base import AbstractScoreSampler
 from .diffrax_nfe import solver_nfe
 
@@ -59,7 +60,7 @@ class ProbabilityFlow(AbstractScoreSampler):
     def nfe(self, steps):
         return solver_nfe(self.solver, steps) if self.stepsize_controller is None else None
 
-    def integrate(self, key, score, process, ts, x, *, trajectory):
+    def integrate(self, key, score, process, ts, x, *, trajectory, adjoint):
         event = x.shape
 
         def vf(t, y, args):
@@ -76,6 +77,7 @@ class ProbabilityFlow(AbstractScoreSampler):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf), self.solver, ts[0], ts[-1], dt0, x.reshape(-1),
             stepsize_controller=controller, saveat=saveat, max_steps=max_steps,
+            adjoint=as_diffrax_adjoint(adjoint),
         )  # fmt: skip
         if trajectory:
             return sol.ys.reshape((ts.shape[0], *event))
