@@ -15,13 +15,20 @@ LAW = jd.GaussianMixture(jnp.array([[1.5, 0.0], [-1.0, 0.5]]), 0.4)
 
 
 def _step_samplers():
+    """Every step sampler; a representative four (stochastic, corrector, multistep history)
+    run by default, the rest with `-m slow` (each costs a compilation of nested loops)."""
+    slow = pytest.mark.slow
     return [
         jd.ReverseSDE(),
-        jd.DDPM(),
-        jd.DDIM(),
-        jd.EDMHeun(),
-        jd.DPMSolverPP(order=2),
+        pytest.param(jd.DDPM(), marks=slow),
+        pytest.param(jd.DDIM(), marks=slow),
+        pytest.param(jd.EDMHeun(), marks=slow),
+        jd.DPMSolverPP(order=3),
         jd.PredictorCorrector(),
+        pytest.param(jd.UniPC(order=3), marks=slow),
+        pytest.param(jd.IPNDM(order=4), marks=slow),
+        jd.LMS(order=4),
+        pytest.param(jd.DEIS(order=3), marks=slow),
     ]
 
 
@@ -55,7 +62,9 @@ def _rel(a, b):
     return max(float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(x)) + 1e-30)) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("sampler", _step_samplers(), ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize(
+    "sampler", _step_samplers(), ids=lambda s: type(s).__name__ if isinstance(s, jd.AbstractSampler) else None
+)
 def test_checkpoint_equals_backprop_float64(sampler):
     plain = _grads(sampler, jd.BackpropAdjoint())
     # 7 steps in segments of 2 over 3 levels: uneven segments and a tail at every level
@@ -260,3 +269,29 @@ def test_bad_adjoints_are_refused():
         jd.CheckpointAdjoint(checkpoints=1)
     with pytest.raises(ValueError, match="`levels`"):
         jd.CheckpointAdjoint(levels=0)
+
+
+def test_tuned_grid_gradient_through_checkpoints():
+    """The learned-grid use: the gradient with respect to a tuned grid's times."""
+    process = jd.VP()
+    score = jd.ExactScore(process, LAW)
+    ts0 = jd.LogSNRGrid()(process, 9, jnp.asarray(1e-3))
+
+    def stat(ts, adjoint):
+        grid = jd.TunedGrid(ts, process)
+        x = jd.sample(
+            jax.random.PRNGKey(0),
+            score,
+            process,
+            (3, 2),
+            sampler=jd.LMS(order=4),
+            grid=grid,
+            steps=9,
+            adjoint=adjoint,
+        )
+        return jnp.mean(x**2)
+
+    g0 = jax.grad(stat)(ts0, jd.BackpropAdjoint())
+    g1 = jax.grad(stat)(ts0, jd.CheckpointAdjoint(checkpoints=3))
+    assert float(jnp.max(jnp.abs(g0))) > 0
+    np.testing.assert_allclose(g1, g0, rtol=1e-10, atol=1e-12 * float(jnp.max(jnp.abs(g0))))
