@@ -127,6 +127,29 @@ from .conditional import (
     posterior_given as posterior_given,
 )
 
+# Flow matching: interpolants, velocities, couplings
+from .flow_matching import (
+    AbstractCoupling as AbstractCoupling,
+    FlowMatchingLoss as FlowMatchingLoss,
+    IndependentCoupling as IndependentCoupling,
+    OTCoupling as OTCoupling,
+    PairedCoupling as PairedCoupling,
+    flow_pairs as flow_pairs,
+    reflow as reflow,
+)
+from .interpolants import (
+    AbstractInterpolant as AbstractInterpolant,
+    CosineInterpolant as CosineInterpolant,
+    LinearInterpolant as LinearInterpolant,
+)
+from .velocity import (
+    AbstractVelocity as AbstractVelocity,
+    ExactVelocity as ExactVelocity,
+    NetworkVelocity as NetworkVelocity,
+    VelocityParam as VelocityParam,
+    VelocityScore as VelocityScore,
+)
+
 # The density view (jaxdiff.pde), networks (jaxdiff.nn), metrics, data and parallel helpers
 # are subpackages imported on first use (see __getattr__ below).
 
@@ -138,4 +161,6 @@ def __getattr__(name):  # lazy subpackages keep `import jaxdiff` fast
 
     if name in ("pde", "nn", "metrics", "data", "parallel"):
         return importlib.import_module(f".{name}", __name__)
+    if name == "solve_continuity":  # the flow-matching density solve lives in jaxdiff.pde
+        return importlib.import_module(".pde", __name__).solve_continuity
     raise AttributeError(f"module 'jaxdiff' has no attribute {name!r}")

@@ -57,8 +57,9 @@ class AbstractParametrisation(eqx.Module):
         return jnp.reciprocal(jnp.sqrt(process.alpha(t) ** 2 * sd**2 + process.sigma2(t)))
 
     def c_noise(self, process: AbstractProcess, t: Scalar) -> Float[Array, ""]:
-        """Noise conditioning `log(sigma / alpha) / 4 = -log_snr / 8`."""
-        return -0.125 * process.log_snr(t)
+        """Noise conditioning `log(sigma / alpha) / 4 = -log_snr / 8`, with the log-SNR clipped
+        to `[-60, 60]` (an interpolant's is infinite at its ends `t = 0` and `t = T`)."""
+        return -0.125 * jnp.clip(process.log_snr(t), -60.0, 60.0)
 
     @abc.abstractmethod
     def score(self, process: AbstractProcess, t: Scalar, x: Array, out: Array) -> Array:

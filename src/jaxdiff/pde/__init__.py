@@ -5,6 +5,7 @@ diagnostics of the seed papers (L^p norms, entropy, Fisher information, Li–Yau
 density forward (`Forward()`) or backward with a score (`Reverse()`, `Flow()`).
 """
 
+from .continuity import solve_continuity as solve_continuity
 from .diagnostics import (
     entropy as entropy,
     fisher_information as fisher_information,

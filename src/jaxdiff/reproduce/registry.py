@@ -15,4 +15,5 @@ EXPERIMENTS: tuple[str, ...] = (
     "generalisation",
     "optimise_sampler",
     "guidance_density",
+    "flow_equivalence",
 )

@@ -31,10 +31,13 @@ def bridge_coefficients(process: AbstractProcess, t: Scalar, s: Scalar):
     """`(c_t, c_0, std)` with `X_s | X_t, X_0 ~ N(c_t X_t + c_0 X_0, std^2 I)` (no checks)."""
     t, s = jnp.asarray(t), jnp.asarray(s)
     dlam = process.log_snr(t) - process.log_snr(s)  # <= 0 for s <= t
-    r = jnp.exp(dlam)
     one_minus_r = -jnp.expm1(dlam)
     alpha_s = process.alpha(s)
-    c_t = r * jnp.exp(process.log_alpha(s) - process.log_alpha(t))
+    # c_t = r alpha_s / alpha_t = alpha_t sigma_s^2 / (alpha_s sigma_t^2), written without
+    # lambda_t so that it is 0 (not inf * 0) where alpha_t = 0 (an interpolant at T)
+    c_t = jnp.exp(
+        process.log_alpha(t) - process.log_alpha(s) + jnp.log(process.sigma2(s)) - jnp.log(process.sigma2(t))
+    )
     c_0 = alpha_s * one_minus_r
     std = jnp.sqrt(process.sigma2(s) * one_minus_r)
     return c_t, c_0, std

@@ -18,8 +18,10 @@ import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
 from .._checks import as_float_array, check_finite, check_time, error_if_not_finite, is_concrete
+from ..interpolants import AbstractInterpolant
 from ..processes import AbstractProcess
 from ..scores import check_score_process, without_time_checks
+from ..velocity import as_velocity_score
 from .adjoint import AbstractAdjoint, check_adjoint
 from .base import AbstractSampler, denoiser
 from .grids import AbstractGrid, LogSNRGrid
@@ -109,6 +111,11 @@ _NAN_MESSAGE = (
     "sampling produced NaN or inf: the score returned non-finite values or the sampler diverged "
     "(check the score near t_end, or use more steps)"
 )
+_INTERPOLANT_HINT = (
+    "; for an interpolant, alpha(T) = 0 makes f and g^2 infinite at T, so samplers built on them "
+    "(ReverseSDE, PredictorCorrector, EDMHeun) cannot start there: use ProbabilityFlow(), DDIM(), "
+    "DDPM(), DPMSolverPP() or ExactSampler(law), or an explicit `grid` starting below T with `x_init`"
+)
 
 
 def sample(
@@ -132,8 +139,9 @@ def sample(
 
     - `key`: a PRNG key. It is split into an initialisation key and a noise key; row `i`
       uses `fold_in(., i)` of each, so a sample does not depend on the batch size.
-    - `score`: `score(t, x)` on one sample (`jd.ExactScore`, a network score, any callable);
-      may be `None` for samplers that ignore it (`ExactSampler`). A jaxdiff score must
+    - `score`: `score(t, x)` on one sample (`jd.ExactScore`, a network score, any callable),
+      or a velocity field (`jd.ExactVelocity`, a `jd.VelocityParam` network); may be `None`
+      for samplers that ignore it (`ExactSampler`). A jaxdiff score must
       belong to `process` (`score.process` equal to `process`).
     - `process`: the forward process (`jd.OU()`, `jd.VP()`, ...).
     - `shape`: `(batch, *event)`, batch first.
@@ -173,6 +181,7 @@ def sample(
         )
     if not isinstance(process, AbstractProcess):
         raise ValueError(f"`process` must be a jaxdiff process (OU, VP, ...), got {type(process).__name__}")
+    score = as_velocity_score(score)  # a velocity field samples through its exact score and denoiser
     check_score_process(score, process)
     shape = _check_shape(shape)
     if isinstance(grid, AbstractGrid):
@@ -203,6 +212,7 @@ def sample(
 @eqx.filter_jit
 def _sample(key, score, process, shape, sampler, steps, t_end, grid, x_init, denoise, trajectory, adjoint):
     ts = grid(process, steps, t_end) if isinstance(grid, AbstractGrid) else grid
+    nan_message = _NAN_MESSAGE + (_INTERPOLANT_HINT if isinstance(process, AbstractInterpolant) else "")
     if score is not None:  # at trace time only: once per compilation, not once per call
         _check_score(score, shape, ts.dtype)
     score = without_time_checks(score)  # the grid is checked: no error_if per step
@@ -223,5 +233,5 @@ def _sample(key, score, process, shape, sampler, steps, t_end, grid, x_init, den
         if denoise:
             ts = jnp.concatenate([ts, jnp.zeros((1,), ts.dtype)])
             xs = jnp.concatenate([xs, x0[None]], axis=0)
-        return ts, error_if_not_finite(xs, _NAN_MESSAGE)
-    return error_if_not_finite(x0 if denoise else xs, _NAN_MESSAGE)
+        return ts, error_if_not_finite(xs, nan_message)
+    return error_if_not_finite(x0 if denoise else xs, nan_message)

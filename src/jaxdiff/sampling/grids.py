@@ -26,6 +26,14 @@ def _with_ends(ts, T, t_end):
     return ts.at[0].set(T).at[-1].set(t_end)
 
 
+def _start_log_snr(process: AbstractProcess, T, lam_end):
+    """`log_snr(T)`, or `-|log_snr(t_end)|` where it is `-inf` (an interpolant's exact
+    `N(0, I)` at `T`): the steps are then even in the log-SNR down from that mirror value,
+    and the grid still starts at `T` itself (`_with_ends`)."""
+    lam0 = process.log_snr(T)
+    return jnp.where(jnp.isfinite(lam0), lam0, -jnp.abs(lam_end))
+
+
 def _bounds(process: AbstractProcess, t_end):
     t_end = jnp.asarray(t_end)
     dtype = jnp.result_type(t_end, process.T, float)
@@ -67,7 +75,8 @@ class LogSNRGrid(AbstractGrid):
     def __call__(self, process, steps, t_end):
         T, t_end = _bounds(process, t_end)
         u = jnp.linspace(0.0, 1.0, steps + 1, dtype=T.dtype)
-        lam0, lam1 = process.log_snr(T), process.log_snr(t_end)
+        lam1 = process.log_snr(t_end)
+        lam0 = _start_log_snr(process, T, lam1)
         return _with_ends(process.t_from_log_snr(lam0 + u * (lam1 - lam0)), T, t_end)
 
 
@@ -91,7 +100,7 @@ class EDMGrid(AbstractGrid):
         T, t_end = _bounds(process, t_end)
         u = jnp.linspace(0.0, 1.0, steps + 1, dtype=T.dtype)
         # sigma~^(1/rho) = exp(-lambda / (2 rho)): work with lambda to stay in log space.
-        a = jnp.exp(-process.log_snr(T) / (2 * self.rho))
+        a = jnp.exp(-_start_log_snr(process, T, process.log_snr(t_end)) / (2 * self.rho))
         b = jnp.exp(-process.log_snr(t_end) / (2 * self.rho))
         lam = -2 * self.rho * jnp.log(a + u * (b - a))
         return _with_ends(process.t_from_log_snr(lam), T, t_end)

@@ -4,15 +4,17 @@ $$\frac{dx}{dt} = f(t)\,x - \tfrac12 g(t)^2\, s(t, x),$$
 
 integrated in ordinary time from `t0 = T` down to `t1 = t_end` (Diffrax allows `t1 < t0`),
 so the score is always called at the true time `t`. The vector field is
-`-jaxdiff.reverse_drift(process, score, t, x, noise=0.0)`. Its flow map transports the marginals
-$p_T \to p_{t_\mathrm{end}}$ exactly (Song et al. 2021); errors come from the solver alone.
+`-jaxdiff.reverse_drift(process, score, t, x, noise=0.0)`, or the velocity of a velocity
+field, or for an interpolant the velocity from the denoiser (`jaxdiff.velocity.velocity_of`).
+Its flow map transports the marginals $p_T \to p_{t_\mathrm{end}}$ exactly (Song et al.
+2021); errors come from the solver alone.
 """
 
 from __future__ import annotations
 
 import diffrax
 
-from ..processes import reverse_drift
+from ..velocity import velocity_of
 from .adjoint import as_diffrax_adjoint
 from .base import AbstractScoreSampler
 from .diffrax_nfe import solver_nfe
@@ -62,10 +64,12 @@ class ProbabilityFlow(AbstractScoreSampler):
 
     def integrate(self, key, score, process, ts, x, *, trajectory, adjoint):
         event = x.shape
+        # -reverse_drift(..., noise=0), or a velocity field's own velocity, or an
+        # interpolant's velocity through the denoiser (finite at T, where alpha = 0)
+        velocity = velocity_of(score, process)
 
         def vf(t, y, args):
-            # in ordinary time: minus the reverse-time drift of the noiseless member
-            return -reverse_drift(process, score, t, y.reshape(event), noise=0.0).reshape(-1)
+            return velocity(t, y.reshape(event)).reshape(-1)
 
         if self.stepsize_controller is None:
             controller, dt0, max_steps = diffrax.StepTo(ts), None, ts.shape[0] - 1
