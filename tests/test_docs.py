@@ -125,3 +125,16 @@ def test_benchmarks_page_is_generated_from_the_json(monkeypatch):
     expected = docs_tables.page(docs_tables.load(json_file=docs_tables.DEFAULT_JSON),
                                 "benchmarks/results/quick.json")  # fmt: skip
     assert (DOCS / "benchmarks.md").read_text() == expected, "run `python -m benchmarks.docs_tables`"
+
+
+def test_cli_page_names_every_flag():
+    import argparse
+
+    from jaxdiff import cli
+
+    page = (DOCS / "api" / "cli.md").read_text()
+    parser = cli.build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    flags = [(verb, opt) for verb, sub in verbs.items() for a in sub._actions for opt in a.option_strings]
+    missing = [f"{v} {o}" for v, o in flags if o.startswith("--") and o != "--help" and o not in page]
+    assert not missing, f"docs/api/cli.md does not mention: {missing}"
