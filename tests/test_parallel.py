@@ -100,6 +100,17 @@ def test_mesh_and_sharding_validation():
         par.sharded_vmap(lambda x: x, in_axes=1)(jnp.ones((2, 2)))
 
 
+def test_query_split_travels_with_the_law():
+    """The device split reaches the kernel as a static field of each PointCloud (so it is part
+    of every jit cache key), sharing the cloud's arrays; nothing else in the tree changes."""
+    law = jd.PointCloud(PTS)
+    score = jd.ExactScore(jd.OU(), law)
+    split = par._split_queries((score, law, 3.0), 4)
+    assert split[0].law.query_split == 4 and split[1].query_split == 4 and split[2] == 3.0
+    assert split[0].law.chunks is law.chunks and law.query_split == 1
+    assert jax.tree_util.tree_structure(split[1]) != jax.tree_util.tree_structure(law)
+
+
 # --- the batched empirical-score kernel ------------------------------------------------------
 
 
