@@ -16,6 +16,9 @@ the same path deletes temporaries whose process is gone.
 deserialising: a cut file raises `CheckpointError` saying "truncated", a changed byte one
 saying "corrupted", each naming the file. Files of the first format (`v1`, no checksum) are
 still read, unverified.
+
+**Which run.** `train` writes its state with a fingerprint of the run (`run_fingerprint`) and
+resumes only from a file with the same one (`resume_state`); see `jaxdiff.train`.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import pathlib
 import re
 
 import equinox as eqx
+import numpy as np
 from jaxtyping import PyTree
 
 _MAGIC = b"jaxdiff-checkpoint-v2\n"
 _MAGIC_V1 = b"jaxdiff-checkpoint-v1\n"
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+TRAIN_STATE = "jaxdiff.train-state"  # the `kind` of a checkpoint written by `train`
 
 
 class CheckpointError(ValueError):
@@ -171,7 +176,6 @@ def tree_digest(tree: PyTree, *, values: bool = True) -> str:
     the bytes of each array (with `values=True`), the value of Python scalars and the type of
     other leaves (memory addresses, which change from process to process, are left out)."""
     import jax
-    import numpy as np
 
     leaves, treedef = jax.tree.flatten(tree)
     h = hashlib.sha256(_ADDRESS.sub("", str(treedef)).encode())
@@ -195,3 +199,61 @@ def fingerprint_mismatch(saved: dict, current: dict) -> list[str]:
         for k in current
         if saved.get(k) != current[k]
     ]
+
+
+def check_checkpoint_path(path) -> pathlib.Path:
+    """Refuse, before any training, a path that cannot be written as a file."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"`checkpoint` {path} is a directory: give a file name inside it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"`checkpoint` {path} lies inside {parent}, which is a file, not a folder")
+            break
+    return path
+
+
+def run_fingerprint(score, data, process, loss, opt_state, batch_size, ema) -> dict:
+    """What a checkpoint of `train` must share with the run that resumes from it."""
+    from .distributions import AbstractLaw
+
+    if isinstance(data, AbstractLaw):
+        data_id = f"{type(data).__name__} {tree_digest(data)}"
+    else:
+        data_id = f"shape {tuple(data.shape)} {data.dtype} sha256 {tree_digest(data)}"
+    return {
+        "data": data_id,
+        "loss": f"{type(loss).__name__} {tree_digest(loss)}",
+        "optimizer": f"state {tree_digest(opt_state, values=False)}",
+        "batch_size": batch_size,
+        "ema": float(ema),
+        "process": f"{type(process).__name__} {tree_digest(process)}",
+        "network": f"{type(score).__name__} {tree_digest(score, values=False)}",
+    }
+
+
+def resume_state(checkpoint, like, fingerprint: dict, steps: int, resume: str):
+    """The `(state, losses)` saved at `checkpoint` by `train`, in the structure of `like`
+    (the losses of any length), after checking that it belongs to this run."""
+    meta = read_checkpoint_meta(checkpoint)
+    if meta.get("kind") != TRAIN_STATE and "step" not in meta:
+        raise CheckpointError(
+            f"`checkpoint` {checkpoint} holds a plain tree written by save_checkpoint, not a training "
+            "state written by train: read it with load_checkpoint, or give train another path"
+        )
+    saved_step = int(meta["step"])
+    if resume != "force":
+        diff = fingerprint_mismatch(meta.get("fingerprint", {}), fingerprint)
+        if diff:
+            raise ValueError(
+                f"`checkpoint` {checkpoint} belongs to another run: " + "; ".join(diff) + " differ. "
+                "Give another checkpoint path, or pass resume='force' to continue from it anyway"
+            )
+    if saved_step > steps:
+        raise ValueError(
+            f"`checkpoint` {checkpoint} is at step {saved_step}, past `steps`={steps}: pass "
+            f"steps >= {saved_step} to continue it, or give another checkpoint path"
+        )
+    state, losses = like
+    return load_checkpoint(checkpoint, (state, np.zeros((saved_step,), losses.dtype)))

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import os
-import pathlib
 import time
 from typing import Any, NamedTuple
 
@@ -46,10 +45,13 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ._checks import as_float_array, check_finite
 from .checkpoint import (
+    TRAIN_STATE,
     CheckpointError as CheckpointError,
-    fingerprint_mismatch,
+    check_checkpoint_path,
     load_checkpoint as load_checkpoint,
     read_checkpoint_meta as read_checkpoint_meta,
+    resume_state,
+    run_fingerprint,
     save_checkpoint as save_checkpoint,
 )
 from .distributions import AbstractLaw
@@ -57,8 +59,6 @@ from .losses import AbstractLoss, DSMLoss, EDMWeighting, LogNormalTime
 from .parallel import device_mesh
 from .processes import AbstractProcess
 from .scores import AbstractScore
-
-_KIND = "jaxdiff.train-state"
 
 # ---------------------------------------------------------------------------------------
 # The training loop
@@ -155,19 +155,6 @@ def _has_conv(tree) -> bool:
     return any(is_conv(x) for x in jax.tree.leaves(tree, is_leaf=is_conv))
 
 
-def _check_checkpoint_path(path) -> pathlib.Path:
-    """Refuse, before any training, a path that cannot be written as a file."""
-    path = pathlib.Path(path)
-    if path.is_dir():
-        raise ValueError(f"`checkpoint` {path} is a directory: give a file name inside it")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"`checkpoint` {path} lies inside {parent}, which is a file, not a folder")
-            break
-    return path
-
-
 def _check_positive_int(name, v):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
@@ -213,50 +200,6 @@ def default_optimizer_for(steps: int) -> optax.GradientTransformation:
     """`train`'s default optimiser: Adam, learning rate decaying from 2e-3 to 1e-4 along a
     cosine over `steps`."""
     return optax.adam(optax.cosine_decay_schedule(2e-3, steps, alpha=0.05))
-
-
-def _fingerprint(score, data, process, loss, opt_state, batch_size, ema) -> dict:
-    """What a checkpoint must share with the run that resumes from it."""
-    from .checkpoint import tree_digest
-
-    if isinstance(data, AbstractLaw):
-        data_id = f"{type(data).__name__} {tree_digest(data)}"
-    else:
-        data_id = f"shape {tuple(data.shape)} {data.dtype} sha256 {tree_digest(data)}"
-    return {
-        "data": data_id,
-        "loss": f"{type(loss).__name__} {tree_digest(loss)}",
-        "optimizer": f"state {tree_digest(opt_state, values=False)}",
-        "batch_size": batch_size,
-        "ema": float(ema),
-        "process": f"{type(process).__name__} {tree_digest(process)}",
-        "network": f"{type(score).__name__} {tree_digest(score, values=False)}",
-    }
-
-
-def _resume_state(checkpoint, state, losses, fingerprint, steps, resume):
-    """The training state saved at `checkpoint`, after checking that it belongs to this run."""
-    meta = read_checkpoint_meta(checkpoint)
-    if meta.get("kind") != _KIND and "step" not in meta:
-        raise CheckpointError(
-            f"`checkpoint` {checkpoint} holds a plain tree written by save_checkpoint, not a training "
-            "state written by train: read it with load_checkpoint, or give train another path"
-        )
-    saved_step = int(meta["step"])
-    if resume != "force":
-        diff = fingerprint_mismatch(meta.get("fingerprint", {}), fingerprint)
-        if diff:
-            raise ValueError(
-                f"`checkpoint` {checkpoint} belongs to another run: " + "; ".join(diff) + " differ. "
-                "Give another checkpoint path, or pass resume='force' to continue from it anyway"
-            )
-    if saved_step > steps:
-        raise ValueError(
-            f"`checkpoint` {checkpoint} is at step {saved_step}, past `steps`={steps}: pass "
-            f"steps >= {saved_step} to continue it, or give another checkpoint path"
-        )
-    like = (state, np.zeros((saved_step,), losses.dtype))
-    return load_checkpoint(checkpoint, like)
 
 
 def train(
@@ -361,7 +304,7 @@ def train(
     if resume not in ("check", "force"):
         raise ValueError(f"`resume` must be 'check' or 'force', got {resume!r}")
     if checkpoint is not None:
-        checkpoint = _check_checkpoint_path(checkpoint)
+        checkpoint = check_checkpoint_path(checkpoint)
     if default_optimizer:
         optimizer = default_optimizer_for(steps)
     devices = list(jax.local_devices() if devices is None else devices)
@@ -384,11 +327,11 @@ def train(
     put = lambda tree: jax.tree.map(lambda a: jax.device_put(a, replicated) if eqx.is_array(a) else a, tree)
     fingerprint = None
     if checkpoint is not None:
-        fingerprint = _fingerprint(score, data, process, loss, state.opt_state, batch_size, ema)
+        fingerprint = run_fingerprint(score, data, process, loss, state.opt_state, batch_size, ema)
         if default_optimizer:
             fingerprint["optimizer"] += f" (default schedule over {steps} steps)"
         if checkpoint.exists():
-            state, losses = _resume_state(checkpoint, state, losses, fingerprint, steps, resume)
+            state, losses = resume_state(checkpoint, (state, losses), fingerprint, steps, resume)
             state, losses = put(state), np.asarray(losses)
     frozen, data, key = put((frozen, data, key))
     start = int(state.step)
@@ -419,7 +362,7 @@ def train(
             bar.update(n)
             bar.set_postfix(loss=f"{values.mean():.4g}")
             if checkpoint is not None and (step % checkpoint_every == 0 or step == steps):
-                meta = {"kind": _KIND, "step": step, "fingerprint": fingerprint}
+                meta = {"kind": TRAIN_STATE, "step": step, "fingerprint": fingerprint}
                 save_checkpoint(checkpoint, (state, np.concatenate(chunk_losses)), meta=meta)
     finally:
         bar.close()
