@@ -14,8 +14,8 @@ relative score error at t = 1e-3 (RMS of s - s* over RMS of s*, at draws of X_t)
 (Sliced W2 between two independent draws of 4000 points of this law is already about 0.2,
 so it cannot resolve these differences and is not used.)
 
-`python -m benchmarks.bench_defaults [--full] [--out PATH]`; quick and full differ only in
-the number of training seeds (1 and 3).
+`python -m benchmarks.bench_defaults [--full] [--out PATH]`; `--full` runs three training
+seeds instead of one and adds the digits U-Net (`digits_case`).
 """
 
 from __future__ import annotations
@@ -104,6 +104,48 @@ def one_seed(seed: int) -> dict:
     return res
 
 
+def digits_case(steps: int, n: int = 500) -> dict:
+    """The 8x8 digits with `jd.nn.UNet(1, base=16)`, `steps` of batch 128, every default
+    against the former ones. Figures of the samples (default sampler, `denoise=True`,
+    clipped to [-1, 1]): the mean top probability of a logistic-regression classifier
+    fitted to the digits (confidence) and the entropy of its predicted classes in nats
+    (diversity; log 10 = 2.30 for even classes), and the mean distance to the nearest
+    training image over that of held-out images (1 for samples as close as real ones)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = jd.data.digits(flatten=True, return_labels=True)
+    x, y = np.asarray(x), np.asarray(y)
+    train_x, held = x[:1500], x[1500:]
+    clf = LogisticRegression(max_iter=2000).fit(train_x, y[:1500])
+
+    def nn_dist(a):
+        return float(np.mean(np.min(((a[:, None, :] - train_x[None]) ** 2).sum(-1), 1) ** 0.5))
+
+    base = nn_dist(held)
+    images = jnp.asarray(train_x.reshape(-1, 1, 8, 8))
+    process = jd.VP()
+    net = jd.nn.UNet(1, key=jax.random.PRNGKey(0), base=16)
+    score = jd.NetworkScore(net, process)
+    out = {"steps": steps, "n": n, "held_out_nn_distance": base}
+    for name in ("new", "old"):
+        kw = {} if name == "new" else old_defaults(score, process)
+        s = kw.pop("score", score)
+        t0 = time.perf_counter()
+        trained = jd.train(s, images, process, key=jax.random.PRNGKey(1), steps=steps, batch_size=128,
+                           progress=False, **kw)  # fmt: skip
+        xs = jd.sample(jax.random.PRNGKey(2), trained, process, (n, 1, 8, 8), denoise=True)
+        xs = np.clip(np.asarray(xs).reshape(n, 64), -1, 1)
+        p = clf.predict_proba(xs)
+        share = np.bincount(p.argmax(1), minlength=10) / n
+        out[name] = {
+            "confidence": float(p.max(1).mean()),
+            "class_entropy": float(-(share[share > 0] * np.log(share[share > 0])).sum()),
+            "nn_distance_ratio": nn_dist(xs) / base,
+            "seconds": time.perf_counter() - t0,
+        }
+    return out
+
+
 def run(quick: bool = True) -> dict:
     from benchmarks import row
 
@@ -139,7 +181,18 @@ def run(quick: bool = True) -> dict:
         for who in ("new", "old"):
             e = r[who]["relative_score_error_t1e-3"]
             rows.append(row(f"seed {r['seed']}, {who} defaults: relative score error at t=1e-3", e, ""))
+    digits = None
+    if not quick:
+        digits = digits_case(1000)
+        for who in ("new", "old"):
+            d = digits[who]
+            tag = "defaults" if who == "new" else "former defaults"
+            rows.append(row(f"digits U-Net, {tag}: classifier confidence", d["confidence"], ""))
+            rows.append(row(f"digits U-Net, {tag}: predicted-class entropy (nats)", d["class_entropy"], ""))
+            rows.append(row(f"digits U-Net, {tag}: nearest-neighbour distance / held-out's",
+                            d["nn_distance_ratio"], ""))  # fmt: skip
     return {
+        "digits": digits,
         "title": "Defaults: within-mode RMS and mode shares on the ring of 8 Gaussians (radius 4, std 0.3)",
         "quick": quick,
         "rows": rows,
