@@ -169,8 +169,11 @@ def _sigma_data_of(data, key) -> float:
     """The root mean square of the data's coordinates (1 for all-zero data)."""
     if isinstance(data, AbstractLaw):
         data = data.sample(jax.random.fold_in(key, _SIGMA_DATA_KEY), _LAW_DRAWS)
-    rms = float(np.sqrt(np.mean(np.square(np.asarray(data, np.float64)))))
-    return rms if rms > 0 else 1.0
+    try:
+        rms = float(np.sqrt(np.mean(np.square(np.asarray(data, np.float64)))))
+    except (TypeError, ValueError):  # not numbers: `train` refuses such data with its own message
+        return 1.0
+    return rms if np.isfinite(rms) and rms > 0 else 1.0
 
 
 def _resolve_sigma_data(score, loss, data, key):
@@ -287,6 +290,8 @@ def train(
     default_optimizer = optimizer is None
     if not isinstance(loss, AbstractLoss):
         raise ValueError(f"`loss` must be a loss object such as DSMLoss(), got {loss!r}")
+    # from the data as given (before labels join it as a column)
+    score, loss = _resolve_sigma_data(score, loss, data, key)
     if labels is not None:  # the labels travel as a last column of the data
         from .conditional.network import pack_labelled
 
@@ -316,7 +321,6 @@ def train(
     mesh = device_mesh(devices)
     replicated = NamedSharding(mesh, PartitionSpec())
     sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-    score, loss = _resolve_sigma_data(score, loss, data, key)
 
     if fuse_steps is None:
         fuse_steps = not _has_conv(score)
