@@ -104,16 +104,17 @@ def test_mkdocs_build_strict(tmp_path):
     assert (tmp_path / "site" / "index.html").exists()
 
 
-def test_version_is_one_and_documented():
+def test_version_is_one_and_documented(capsys):
     import tomllib
 
     import jaxdiff
+    from jaxdiff import cli
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert jaxdiff.__version__ == version, "bump jaxdiff.__version__ together with pyproject.toml"
-    out = subprocess.run([sys.executable, "-m", "jaxdiff.cli", "--version"], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))  # fmt: skip
-    assert out.stdout.strip() == f"jaxdiff {version}"
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == f"jaxdiff {version}"
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog and f"## [{version}]" in changelog
 
