@@ -10,8 +10,9 @@ Problems (prior, linear observation `Y = A X_0 + s N(0, I)`, `y` drawn from the 
 * `mix16d`: 8 isotropic Gaussians (std 0.3, means 2 N(0, I)) in 16-D; observe the first 8
   coordinates (`s = 0.05`).
 * `digits_inpaint`: the point cloud of 1697 scikit-learn digits (8x8, in [-1, 1]); observe the top
-  half (32 pixels, `s = 1`: a smaller noise leaves one digit of posterior weight) of a held-out
-  digit; `participation` = 1 / sum of squared posterior weights, the effective number of digits.
+  half (32 pixels, `s = 0.1`) of a held-out digit. At this noise the exact posterior is one
+  training digit (`participation` = 1 / sum of squared posterior weights = 1.0), so the floor is 0
+  and the distance measures how far the samples land from that digit.
   The prior score is the exact empirical score.
 
 Every sampler uses the exact prior score (so its error is the posterior approximation's and
