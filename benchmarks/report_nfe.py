@@ -98,15 +98,20 @@ def figure(res: dict, path: pathlib.Path):
     for ax, p in zip(axes[0], problems):
         rows = [r for r in res["table"] if r["problem"] == p]
         for s, g in dict.fromkeys((r["sampler"], r["grid"]) for r in rows):
-            pts = sorted((r["nfe"], r["error"]) for r in rows if (r["sampler"], r["grid"]) == (s, g))
+            pts = sorted((r["nfe_budget"], r["error"]) for r in rows if (r["sampler"], r["grid"]) == (s, g))
             marker = "o" if g == "tuned" else None
             ax.loglog(*zip(*pts), styles.get(g, "-"), color=colours[s], marker=marker, label=f"{s}, {g}")
+        nfes = sorted({r["nfe_budget"] for r in rows})
+        ax.set_xticks(nfes)
+        ax.set_xticks([], minor=True)
+        ax.set_xticklabels([str(n) for n in nfes])
         ax.set_title(p)
-        ax.set_xlabel("NFE (with the final denoiser step)")
+        ax.set_xlabel("NFE budget (with the final denoiser step)")
         ax.set_ylabel("RMS endpoint error")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=6, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()  # the first problem has every sampler
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
