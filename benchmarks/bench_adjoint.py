@@ -19,43 +19,56 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import machine, progress, row, run_python, standalone
+from benchmarks import machine, measure, progress, row, run_python, standalone
 
 _CHILD = r"""
 import json, resource, time, sys
 import jax, jax.numpy as jnp
 import jaxdiff as jd
+from benchmarks.bench_adjoint import study
 
 d, B, N, steps, adjoint, mode, execute = {d}, {B}, {N}, {steps}, {adjoint!r}, {mode!r}, {execute}
-process = jd.OU()
-law = jd.PointCloud(jax.random.normal(jax.random.PRNGKey(1), (N, d)))
-score = jd.ExactScore(process, law)
-key = jax.random.PRNGKey(0)
-adj = {{"plain": jd.BackpropAdjoint(), "checkpoint": jd.CheckpointAdjoint()}}[adjoint]
-
-def loss(t_end):
-    x = jd.sample(key, score, process, (B, d), sampler=jd.DDIM(), steps=steps, t_end=t_end, adjoint=adj)
-    return jnp.mean(x ** 2)
-
-f = jax.jit(loss if mode == "forward" else jax.grad(loss))
-t_end = jnp.asarray(0.01)
+f, t_end = study(d, B, N, steps, adjoint, mode)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 compiled = f.lower(t_end).compile()
 mem = compiled.memory_analysis()
 temp = None if mem is None else mem.temp_size_in_bytes
-times = []
 if execute:
     jax.block_until_ready(compiled(t_end))
-    for _ in range(2):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(t_end))
-        times.append(time.perf_counter() - t0)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({{"peak": peak, "base": base, "temp": temp, "time": min(times) if times else None}}))
+print(json.dumps({{"peak": peak if execute else None, "base": base, "temp": temp}}))
 """
 
 
-def _one(d, B, N, steps, adjoint, mode, execute):
+def study(d, B, N, steps, adjoint, mode):
+    """The jitted forward pass or gradient of the study, and its argument."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxdiff as jd
+
+    process = jd.OU()
+    law = jd.PointCloud(jax.random.normal(jax.random.PRNGKey(1), (N, d)))
+    score = jd.ExactScore(process, law)
+    adj = {"plain": jd.BackpropAdjoint(), "checkpoint": jd.CheckpointAdjoint()}[adjoint]
+
+    def loss(t_end):
+        x = jd.sample(
+            jax.random.PRNGKey(0),
+            score,
+            process,
+            (B, d),
+            sampler=jd.DDIM(),
+            steps=steps,
+            t_end=t_end,
+            adjoint=adj,
+        )
+        return jnp.mean(x**2)
+
+    return jax.jit(loss if mode == "forward" else jax.grad(loss)), jnp.asarray(0.01)
+
+
+def _memory(d, B, N, steps, adjoint, mode, execute):
     code = _CHILD.format(d=d, B=B, N=N, steps=steps, adjoint=adjoint, mode=mode, execute=execute)
     return run_python(code, timeout=1800)
 
@@ -69,31 +82,42 @@ def run(quick: bool = True) -> dict:
         # plain backpropagation through 1000 steps is compiled (its memory is known) but not run
         configs.append((steps, "plain", "grad", steps < 1000))
         configs.append((steps, "checkpoint", "grad", True))
-    res = {}
-    for steps, adjoint, mode, execute in progress(configs, "adjoint configurations"):
-        res[steps, adjoint, mode] = _one(d, B, N, steps, adjoint, mode, execute)
+    mem = {}
+    for steps, adjoint, mode, execute in progress(configs, "adjoint memory (one process each)"):
+        mem[steps, adjoint, mode] = _memory(d, B, N, steps, adjoint, mode, execute)
+
+    # times: the candidates of one step count interleaved in one process (same conditions)
+    times = {}
+    for steps in progress((50, 200) if quick else (50, 200, 1000), "adjoint times"):
+        cands = {}
+        for adjoint, mode in (("plain", "forward"), ("plain", "grad"), ("checkpoint", "grad")):
+            if steps == 1000 and adjoint == "plain" and mode == "grad":
+                continue
+            f, t_end = study(d, B, N, steps, adjoint, mode)
+            cands[adjoint, mode] = lambda f=f, t=t_end: f(t)
+        got = measure(cands, rounds=2, min_round_s=0.0)
+        for k, v in got.items():
+            times[(steps, *k)] = v["wall_s"]
 
     rows, table = [], []
     for steps in (50, 200, 1000):
-        fwd = res[steps, "plain", "forward"]
+        fwd = mem[steps, "plain", "forward"]
         for adjoint in ("plain", "checkpoint"):
-            g = res[steps, adjoint, "grad"]
-            table.append(
-                {
-                    "steps": steps,
-                    "adjoint": adjoint,
-                    "peak_rss_gib": g["peak"] / gib if g["time"] else None,
-                    "xla_temp_gib": None if g["temp"] is None else g["temp"] / gib,
-                    "time_s": g["time"],
-                    "forward_peak_rss_gib": fwd["peak"] / gib,
-                    "forward_time_s": fwd["time"],
-                    "forward_xla_temp_gib": None if fwd["temp"] is None else fwd["temp"] / gib,
-                }
-            )
-    g1000, f1000 = res[1000, "checkpoint", "grad"], res[1000, "plain", "forward"]
+            g = mem[steps, adjoint, "grad"]
+            table.append({
+                "steps": steps, "adjoint": adjoint,
+                "peak_rss_gib": None if g["peak"] is None else g["peak"] / gib,
+                "xla_temp_gib": None if g["temp"] is None else g["temp"] / gib,
+                "time_s": times.get((steps, adjoint, "grad")),
+                "forward_peak_rss_gib": fwd["peak"] / gib,
+                "forward_xla_temp_gib": None if fwd["temp"] is None else fwd["temp"] / gib,
+                "forward_time_s": times.get((steps, "plain", "forward")),
+            })  # fmt: skip
+    g1000, f1000 = mem[1000, "checkpoint", "grad"], mem[1000, "plain", "forward"]
+    size = f"d={d} B={B} N={N}"
     rows.append(
         row(
-            f"checkpointed gradient peak / forward peak, 1000 steps, d={d} B={B} N={N}",
+            f"checkpointed gradient peak / forward peak, 1000 steps, {size}",
             g1000["peak"] / gib,
             "GiB",
             reference=f1000["peak"] / gib,
@@ -101,22 +125,22 @@ def run(quick: bool = True) -> dict:
             target="<= 2",
         )
     )
-    c200, p200 = res[200, "checkpoint", "grad"], res[200, "plain", "grad"]
+    c200, p200 = times[200, "checkpoint", "grad"], times[200, "plain", "grad"]
     rows.append(
         row(
-            f"checkpointed / plain gradient time, 200 steps, d={d} B={B} N={N}",
-            c200["time"],
+            f"checkpointed / plain gradient time, 200 steps, {size}",
+            c200,
             "s",
-            reference=p200["time"],
-            ratio=c200["time"] / p200["time"],
+            reference=p200,
+            ratio=c200 / p200,
             target="<= 3",
         )
     )
-    p1000 = res[1000, "plain", "grad"]
+    p1000 = mem[1000, "plain", "grad"]
     if p1000["temp"] is not None and g1000["temp"] is not None:
         rows.append(
             row(
-                "plain / checkpointed gradient scratch memory (compiled), 1000 steps",
+                f"plain / checkpointed gradient scratch memory (compiled), 1000 steps, {size}",
                 p1000["temp"] / gib,
                 "GiB",
                 reference=g1000["temp"] / gib,
@@ -130,9 +154,11 @@ def run(quick: bool = True) -> dict:
         "rows": rows,
         "table": table,
         "notes": [
-            "peak_rss_gib: process peak resident memory (JAX runtime included), one fresh process per row",
+            "peak_rss_gib: process peak resident memory (JAX runtime included), one fresh process per entry",
             "xla_temp_gib: scratch memory of the compiled program; plain backpropagation through 1000 steps"
             " is compiled but not run (its peak_rss_gib is null)",
+            "times: wall-clock; the forward pass and both gradients of one step count run interleaved"
+            " in one process",
             "gradient of mean(x^2) with respect to t_end; DDIM, exact point-cloud score, OU",
         ],
     }
