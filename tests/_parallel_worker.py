@@ -66,6 +66,15 @@ def main(mode: str):
         noise = lambda k, x0: process.sample_marginal(k, t, x0)
         fw = par.sharded_vmap(noise, mesh=mesh)(keys, q)
         out["noise_rel"] = rel(fw, jax.vmap(noise)(keys, q))
+        # gradients through the sharded sampler with a checkpointed adjoint
+        def grad_of(draw):
+            return jax.grad(lambda te: jnp.mean(draw(te) ** 2))(jnp.float32(0.01))
+
+        kw = dict(sampler=jd.DDIM(), steps=9)
+        g_sh = grad_of(lambda te: par.sharded_sample(key, score, process, (n, 2), mesh=mesh, t_end=te,
+                                                     adjoint=jd.CheckpointAdjoint(checkpoints=3), **kw))
+        g_one = grad_of(lambda te: jd.sample(key, score, process, (n, 2), t_end=te, **kw))
+        out["adjoint_grad_rel"] = rel(g_sh, g_one)
         # a batch that does not split evenly is refused with a clear message
         try:
             par.sharded_sample(key, score, process, (n + 1, 2), mesh=mesh, steps=2)

@@ -46,7 +46,7 @@ def test_four_simulated_devices_equal_one_device(tmp_path):
     assert r["score_rows"] == [8, 8, 8, 8]
     # float32 throughout; the bar is 1e-5 relative (sample i uses fold_in(key, i)
     # wherever it runs, so only the blocking of sums may differ)
-    for k in ("sample_rel", "exact_rel", "x_init_rel", "score_rel", "noise_rel"):
+    for k in ("sample_rel", "exact_rel", "x_init_rel", "score_rel", "noise_rel", "adjoint_grad_rel"):
         assert r[k] < 1e-5, (k, r[k])
     assert "divisible by the number of devices" in r["indivisible_error"] and "36" in r["indivisible_error"]
     # The work really is split, not repeated on every device: in the first compiled 4-way

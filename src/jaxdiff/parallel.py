@@ -195,6 +195,8 @@ def _check_divisible(n: int, mesh: Mesh, what: str):
 
 def _to_global(x, sharding: NamedSharding):
     """Place an array that every process holds in full as a global array with `sharding`."""
+    if isinstance(x, jax.core.Tracer):  # under grad or jit: device_put traces and differentiates
+        return jax.device_put(x, sharding)
     if isinstance(x, jax.Array) and x.sharding == sharding:
         return x
     if jax.process_count() == 1:
