@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxdiff.reproduce import load_experiment
+from jaxdiff.reproduce import judge, load_experiment
 
 
 def _run(name, tmp_path_factory):
@@ -78,25 +78,63 @@ def test_li_yau(li_yau):
     db = data["details"]["de_bruijn"]
     assert db["max_rel_error"] <= 1e-6 and db["grid_max_rel_error"] <= 1e-4
     assert max(db["fisher_over_bound"]) <= 1.0
-    assert all(r[k]["holds"] for k in ("li_yau_heat_pointwise", "li_yau_ou", "li_yau_equality", "li_yau_grid",
-                                       "de_bruijn"))
+    assert all(
+        r[k]["holds"]
+        for k in ("li_yau_heat_pointwise", "li_yau_ou", "li_yau_equality", "li_yau_grid", "de_bruijn")
+    )
+
+
+def _fails(row, **wrong):
+    """The hook: the row's own measurement judged against a wrong prediction (some parts
+    replaced) must say no."""
+    predicted = row["predicted"]
+    if isinstance(predicted, dict):
+        predicted = {**predicted, **wrong}
+    else:
+        predicted = wrong["value"]
+    return not judge(row, predicted=predicted)
+
+
+def _scaled(values, factor):
+    return list(np.asarray(values, float) * factor)
 
 
 def test_lp_stability(lp_stability):
     out, rows, _ = lp_stability
     _check_files(out, rows, "lp_stability")
     r = _by_id(rows)
-    grid_err = r["lp_sde_bound"]["details"]["grid_error_vs_closed_forms"]
-    assert grid_err <= 0.1  # the grid reproduces the Dirac closed forms
-    # the bounds hold (up to that grid error)
-    assert r["lp_sde_bound"]["measured"] <= 1 + grid_err
+    assert all(row["holds"] for row in rows)
     # the ODE's growth is sharp for Dirac data: exponent (d/2)(1 - 1/p), d = 1, within 10%
     exps = r["lp_ode_bound"]["details"]["fitted_exponents"]
     for p, want in (("2", 0.25), ("4", 0.375), ("inf", 0.5)):
         assert abs(exps[f"d=1,p={p}"] / want - 1) <= 0.1
     # and the SDE's growth exceeds the ODE bound (its larger exponent is needed)
-    assert r["lp_sde_needs_larger_exponent"]["measured"] > 1.2
-    assert r["relative_entropy_sde"]["holds"] and r["relative_entropy_ode"]["holds"]
+    assert r["lp_sde_bound"]["details"]["max_sde_ratio_over_ode_bound"] > 1.2
+    # wrong predictions fail: constants 20% off, exponents 10% off, the ODE exponent for the SDE
+    eq = r["lp_ode_bound"]["predicted"]["Dirac: equality"]
+    for wrong in (
+        _scaled(eq, 1.2),
+        _scaled(eq, 0.8),
+        list(np.asarray(eq) ** 1.1),
+        list(np.asarray(eq) ** (1 / 1.1)),
+    ):
+        assert _fails(r["lp_ode_bound"], **{"Dirac: equality": wrong})
+    sde = r["lp_sde_bound"]["predicted"]
+    for f in (1.2, 0.8):
+        assert _fails(
+            r["lp_sde_bound"], **{"Dirac: Brownian bridge": _scaled(sde["Dirac: Brownian bridge"], f)}
+        )
+    assert _fails(r["lp_sde_bound"], bound=list(np.sqrt(sde["bound"])))
+    for name in ("kl_contraction_sde", "relative_entropy_ode"):
+        closed = r[name]["predicted"]["Dirac: closed form"]
+        for f in (1.2, 0.8):
+            assert _fails(r[name], **{"Dirac: closed form": _scaled(closed, f)})
+    assert _fails(
+        r["relative_entropy_ode"], constant=_scaled(r["relative_entropy_ode"]["predicted"]["constant"], 1.2)
+    )
+    # a KL that grew along the SDE would fail the monotone part
+    mono = r["kl_contraction_sde"]["measured"]["non-increasing"]
+    assert _fails(r["kl_contraction_sde"], **{"non-increasing": _scaled(mono, 0.7)})
 
 
 def test_concentration(concentration):

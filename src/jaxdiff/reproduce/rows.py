@@ -54,28 +54,35 @@ def _plain(value: Any) -> Any:
 # --- criteria ---------------------------------------------------------------------------
 
 
-def _criterion(kind: str, tol: float, text: str) -> dict:
-    return {"kind": kind, "tol": float(tol), "text": text}
+def _criterion(kind: str, tol, text: str) -> dict:
+    # `tol` is one number, or one per entry (e.g. each entry's own grid-refinement error)
+    tol = float(tol) if np.ndim(tol) == 0 else [float(t) for t in np.ravel(tol)]
+    return {"kind": kind, "tol": tol, "text": text}
 
 
-def ratio(tol: float, text: str = "") -> dict:
-    """`|measured / predicted - 1| <= tol` for every element."""
-    return _criterion("ratio", tol, text or f"|measured / predicted - 1| <= {tol:g}")
+def _show(tol) -> str:
+    return f"{tol:g}" if np.ndim(tol) == 0 else f"a tolerance per entry (largest {np.max(tol):.3g})"
 
 
-def close(tol: float, text: str = "") -> dict:
+def ratio(tol, text: str = "") -> dict:
+    """`|measured / predicted - 1| <= tol` for every element (`tol` one number or one per
+    element, as for `close`, `at_most` and `at_least`)."""
+    return _criterion("ratio", tol, text or f"|measured / predicted - 1| <= {_show(tol)}")
+
+
+def close(tol, text: str = "") -> dict:
     """`|measured - predicted| <= tol` for every element."""
-    return _criterion("close", tol, text or f"|measured - predicted| <= {tol:g}")
+    return _criterion("close", tol, text or f"|measured - predicted| <= {_show(tol)}")
 
 
-def at_most(tol: float = 0.0, text: str = "") -> dict:
+def at_most(tol=0.0, text: str = "") -> dict:
     """`measured <= predicted + tol` for every element (the prediction is an upper bound)."""
-    return _criterion("at_most", tol, text or f"measured <= predicted + {tol:g}")
+    return _criterion("at_most", tol, text or f"measured <= predicted + {_show(tol)}")
 
 
-def at_least(tol: float = 0.0, text: str = "") -> dict:
+def at_least(tol=0.0, text: str = "") -> dict:
     """`measured >= predicted - tol` for every element (the prediction is a lower bound)."""
-    return _criterion("at_least", tol, text or f"measured >= predicted - {tol:g}")
+    return _criterion("at_least", tol, text or f"measured >= predicted - {_show(tol)}")
 
 
 def converging(tol: float, text: str = "") -> dict:
@@ -126,7 +133,7 @@ def judge(row_or_criterion: dict, predicted=None, measured=None) -> bool:
         if counts.shape != probs.shape or not np.all(np.isfinite(probs)) or np.any(probs < 0):
             return False
         return bool(chi_square_test(counts, probs)[1] > crit["tol"])
-    p, m, tol = _floats(predicted), _floats(measured), crit["tol"]
+    p, m, tol = _floats(predicted), _floats(measured), np.asarray(crit["tol"], float)
     if p.size != m.size and p.size != 1:
         raise ValueError(f"`predicted` has {p.size} numbers and `measured` {m.size}; they must match")
     if np.any(np.isnan(p)) or not np.all(np.isfinite(m)):
@@ -140,7 +147,7 @@ def judge(row_or_criterion: dict, predicted=None, measured=None) -> bool:
             ok = m <= p + tol
         elif kind == "converging":
             gap = np.abs(m / p - 1.0)
-            ok = np.array([gap[-1] <= tol and gap[-1] <= gap[0]])
+            ok = np.array([gap[-1] <= float(tol) and gap[-1] <= gap[0]])
         elif kind == "at_least":
             ok = m >= p - tol
         else:
