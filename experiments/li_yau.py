@@ -48,25 +48,68 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxdiff as jd
-from jaxdiff.reproduce import make_row, profile_sizes, save_figure, standalone, write_json
+from jaxdiff.reproduce import (
+    all_of,
+    at_least,
+    at_most,
+    close,
+    make_row,
+    profile_sizes,
+    ratio,
+    save_figure,
+    standalone,
+    write_json,
+)
 
 NAME = "li_yau"
 KAPPA = 0.5  # heat flow d_t u = kappa Laplacian u, so sigma(t)^2 = 2 kappa t = t
 
-ALL_LAWS = ("Dirac (d=2)", "16-point cloud (d=2)", "16 points near a circle (d=2)",
-            "3-Gaussian mixture (d=2)", "anisotropic Gaussian (d=3)", "line in R^3 (rank-1 Gaussian)")
+ALL_LAWS = (
+    "Dirac (d=2)",
+    "16-point cloud (d=2)",
+    "16 points near a circle (d=2)",
+    "3-Gaussian mixture (d=2)",
+    "anisotropic Gaussian (d=3)",
+    "line in R^3 (rank-1 Gaussian)",
+)
 PROFILES = {
     # n_x: points per time (half typical, half atypical); sigma2: range of sigma(t)^2;
     # n_eps: narrow-bump widths; quad_n: quadrature grid per axis for de Bruijn.
     # laws: which of `_laws` to use (each law class costs one compile per process).
     # grid_dims / grid_n1 / grid_n2 / n_grid_t: the heat flow on grids (cells per axis, times).
-    "tiny": {"n_x": 8, "n_t": 5, "n_eps": 5, "quad_n": 128,
-             "laws": ("Dirac (d=2)", "16 points near a circle (d=2)", "line in R^3 (rank-1 Gaussian)"),
-             "grid_dims": (1,), "grid_n1": 256, "grid_n2": 64, "n_grid_t": 5},
-    "quick": {"n_x": 64, "n_t": 12, "n_eps": 9, "quad_n": 192, "laws": ALL_LAWS,
-              "grid_dims": (1, 2), "grid_n1": 1024, "grid_n2": 128, "n_grid_t": 10},
-    "full": {"n_x": 512, "n_t": 24, "n_eps": 13, "quad_n": 384, "laws": ALL_LAWS,
-             "grid_dims": (1, 2), "grid_n1": 4096, "grid_n2": 256, "n_grid_t": 16},
+    "tiny": {
+        "n_x": 8,
+        "n_t": 5,
+        "n_eps": 5,
+        "quad_n": 128,
+        "laws": ("Dirac (d=2)", "16 points near a circle (d=2)", "line in R^3 (rank-1 Gaussian)"),
+        "grid_dims": (1,),
+        "grid_n1": 256,
+        "grid_n2": 64,
+        "n_grid_t": 5,
+    },
+    "quick": {
+        "n_x": 64,
+        "n_t": 12,
+        "n_eps": 9,
+        "quad_n": 192,
+        "laws": ALL_LAWS,
+        "grid_dims": (1, 2),
+        "grid_n1": 1024,
+        "grid_n2": 128,
+        "n_grid_t": 10,
+    },
+    "full": {
+        "n_x": 512,
+        "n_t": 24,
+        "n_eps": 13,
+        "quad_n": 384,
+        "laws": ALL_LAWS,
+        "grid_dims": (1, 2),
+        "grid_n1": 4096,
+        "grid_n2": 256,
+        "n_grid_t": 16,
+    },
 }
 # Rounding tolerance for the O(1) normalised quantities (q, M, errors) in float64. They are
 # differences of terms as large as the posterior logits alpha x.x_i / sigma^2 (~1e4 at
@@ -130,7 +173,7 @@ def _pointwise(law, process, ts, key, n_x: int, heat: bool):
     """Per time and point, with `M = sigma^2 Hess log p_t + I`: `q = tr(M)/d`,
     `lambda_min(M)`, the Hessian-vs-posterior-covariance error, the Harnack form (heat
     flow; else `q` again) and the size of the terms that cancel in it.
-"""
+    """
     d = law.dim
     eye = jnp.eye(d)
 
@@ -223,8 +266,44 @@ def _grid_heat(d: int, cfg: dict) -> dict:
     ts = np.asarray(ts)
     dH = (H[:, 2] - H[:, 0]) / (2 * rel * ts)
     kI = KAPPA * np.array([jd.pde.fisher_information(grid, u[1]) for u in us])
-    return {"ts": ts, "q_min": np.array(q_min), "allow": h**2 / (2 * KAPPA * ts), "dH": dH, "kI": kI,
-            "shape": grid.shape}
+    return {
+        "ts": ts,
+        "q_min": np.array(q_min),
+        "allow": h**2 / (2 * KAPPA * ts),
+        "dH": dH,
+        "kI": kI,
+        "shape": grid.shape,
+    }
+
+
+def _log_interval_heat(x, sigma):
+    """`log u` for the heat flow started from the indicator of `[-1, 1]`:
+    `u = Phi((x + 1)/sigma) - Phi((x - 1)/sigma)`, evaluated where it does not cancel."""
+    y = -jnp.abs(x)
+    hi, lo = (y + 1) / sigma, (y - 1) / sigma
+    lhi, llo = jax.scipy.special.log_ndtr(hi), jax.scipy.special.log_ndtr(lo)
+    return lhi + jnp.log1p(-jnp.exp(llo - lhi))
+
+
+def _indicator_q(d: int, sigma2, n_x: int):
+    """`q = (sigma^2/d) Laplacian log u + 1` by autodiff of the closed-form heat solution from
+    the indicator of `[-1, 1]^d` (not a mixture), at points out to 8 sigma beyond the edges,
+    where the inequality becomes an equality (the constant is sharp)."""
+
+    def log_u(x, sigma):
+        return jnp.sum(jax.vmap(_log_interval_heat, in_axes=(0, None))(x, sigma))
+
+    def q_at(x, sigma):
+        lap = jnp.trace(jax.hessian(log_u)(x, sigma))
+        return sigma**2 / d * lap + 1.0
+
+    out = []
+    for s2 in np.asarray(sigma2):
+        sigma = float(np.sqrt(s2))
+        r = np.linspace(0.0, 1.0 + 8 * sigma, n_x)
+        x = np.stack([r] * d, axis=1)  # along the diagonal: inside, edge, far corner
+        out.append(np.asarray(jax.vmap(q_at, in_axes=(0, None))(jnp.asarray(x), sigma)))
+    return np.array(out)  # (n_t, n_x)
 
 
 def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict]:
@@ -273,72 +352,138 @@ def _run(out: pathlib.Path, cfg: dict, key):
     details["pointwise"] = {
         "sigma2": {p: np.asarray(v).tolist() for p, v in s2s.items()},
         "laws": list(laws),
-        "lowest_q_or_lambda": lowest, "max_harnack_minus_q_relative": harn_gap,
-        "max_hessian_vs_posterior_cov": post_err, "tolerance": TOL, "max_abs_q_dirac": dirac_q,
+        "lowest_q_or_lambda": lowest,
+        "max_harnack_minus_q_relative": harn_gap,
+        "max_hessian_vs_posterior_cov": post_err,
+        "tolerance": TOL,
+        "max_abs_q_dirac": dirac_q,
         "min_q_per_law_heat": {n: res["heat", n]["q"].min(axis=1).tolist() for n in laws},
         "min_lambda_per_law_ou": {n: res["OU", n]["lam"].min(axis=1).tolist() for n in laws},
     }
-    rows.append({
-        "id": "li_yau_heat_pointwise",
-        "claim": "Li-Yau for the heat flow: Laplacian log u >= -d/(2 kappa t) (autodiff of exact "
-                 "log-densities; also the matrix and Harnack forms)",
-        "predicted": "min (sigma^2/d) Laplacian log u + 1 >= 0",
-        "measured": lowest["heat"],
-        "holds": bool(lowest["heat"] >= -TOL and harn_gap <= TOL and post_err <= TOL),
-        "figures": ["li_yau_pointwise.png"],
-        "details": {"harnack_form_vs_hessian_form_relative": harn_gap, "hessian_vs_posterior_cov": post_err,
-                    "tolerance": TOL, "n_points": int(cfg["n_x"] * cfg["n_t"] * len(laws))},
-    })
-    rows.append({
-        "id": "li_yau_ou",
-        "claim": "OU analogue: Hess log rho_t >= -I / s_t^2",
-        "predicted": "min eigenvalue of s_t^2 Hess log rho_t + I >= 0",
-        "measured": lowest["OU"],
-        "holds": bool(lowest["OU"] >= -TOL),
-        "figures": ["li_yau_pointwise.png"],
-        "details": {"tolerance": TOL},
-    })
+    # non-mixture starts with closed forms: the indicator of [-1, 1] (1-D) and of a square (2-D)
+    ind_q = {
+        f"indicator of [-1, 1]^{d}": _indicator_q(d, s2s["heat"], max(16, 2 * cfg["n_x"])) for d in (1, 2)
+    }
+    details["pointwise"]["min_q_indicator"] = {n: q.min(axis=1).tolist() for n, q in ind_q.items()}
+    mix_min = [float(res["heat", n]["q"].min()) for n in laws]
+    ind_min = [float(q.min()) for q in ind_q.values()]
+    rows.append(
+        {
+            "id": "li_yau_heat_pointwise",
+            "claim": "Li-Yau for the heat flow: Laplacian log u >= -d/(2 kappa t), i.e. q = (2 kappa t/d) "
+            "Laplacian log u + 1 >= 0, sharp: from mixtures and atoms, and from indicators of an "
+            "interval and a square (not mixtures; closed forms)",
+            "predicted": {
+                "mixtures, atoms": [0.0] * len(mix_min),
+                "indicators": [0.0] * len(ind_min),
+                "matrix form = posterior covariance": 0.0,
+                "Harnack form = trace form": 0.0,
+            },
+            "measured": {
+                "mixtures, atoms": mix_min,
+                "indicators": ind_min,
+                "matrix form = posterior covariance": post_err,
+                "Harnack form = trace form": harn_gap,
+            },
+            "criterion": all_of(
+                **{
+                    "mixtures, atoms": at_least(TOL, f"min q >= -{TOL:g} (rounding)"),
+                    "indicators": at_least(
+                        TOL, f"min q >= -{TOL:g}; a bound with the constant 20% smaller (q >= 0.2) fails"
+                    ),
+                    "matrix form = posterior covariance": close(TOL),
+                    "Harnack form = trace form": close(TOL),
+                }
+            ),
+            "figures": ["li_yau_pointwise.png"],
+            "details": {
+                "harnack_form_vs_hessian_form_relative": harn_gap,
+                "hessian_vs_posterior_cov": post_err,
+                "tolerance": TOL,
+                "laws": list(laws) + list(ind_q),
+                "n_points": int(cfg["n_x"] * cfg["n_t"] * len(laws)),
+            },
+        }
+    )
+    ou_min = [float(res["OU", n]["lam"].min()) for n in laws]
+    rows.append(
+        {
+            "id": "li_yau_ou",
+            "claim": "OU analogue: Hess log rho_t >= -I / s_t^2 "
+            "(min eigenvalue of s_t^2 Hess log rho_t + I >= 0)",
+            "predicted": [0.0] * len(ou_min),
+            "measured": ou_min,
+            "criterion": at_least(TOL, f"min eigenvalue >= -{TOL:g} for every law"),
+            "figures": ["li_yau_pointwise.png"],
+            "details": {"tolerance": TOL, "laws": list(laws)},
+        }
+    )
 
     # ---- 2: equality for a Dirac and narrow bumps (d = 3, the heat run's times) ---------
     eps = jnp.geomspace(1e-3, 1.0, cfg["n_eps"])
     ts_heat = _time_at(heat, s2s["heat"])
-    q_bump = np.stack([
-        np.asarray(_pointwise(jd.Gaussian(jnp.array([0.3, -0.2, 0.1]), e**2 * jnp.eye(3)), heat, ts_heat,
-                              jax.random.fold_in(key, 99), cfg["n_x"], True)[0]) for e in eps
-    ])  # (n_eps, n_t, n_x)
+    q_bump = np.stack(
+        [
+            np.asarray(
+                _pointwise(
+                    jd.Gaussian(jnp.array([0.3, -0.2, 0.1]), e**2 * jnp.eye(3)),
+                    heat,
+                    ts_heat,
+                    jax.random.fold_in(key, 99),
+                    cfg["n_x"],
+                    True,
+                )[0]
+            )
+            for e in eps
+        ]
+    )  # (n_eps, n_t, n_x)
     s2h = np.asarray(s2s["heat"])
     q_pred = np.asarray(eps**2)[:, None] / (s2h[None, :] + np.asarray(eps**2)[:, None])  # (n_eps, n_t)
     bump_err = float(np.max(np.abs(q_bump - q_pred[..., None])))
-    details["equality"] = {"eps": np.asarray(eps).tolist(), "sigma2": s2h.tolist(),
-                           "q_bump_mean": q_bump.mean(-1).tolist(), "q_predicted": q_pred.tolist(),
-                           "max_abs_error": bump_err, "max_abs_q_dirac": dirac_q}
-    rows.append({
-        "id": "li_yau_equality",
-        "claim": "Li-Yau is sharp: equality for a Dirac, approached by narrow bumps",
-        "predicted": "q = 0 (Dirac); q = eps^2/(sigma^2 + eps^2) -> 0 (bump N(m, eps^2 I))",
-        "measured": f"Dirac max |q| = {dirac_q:.2e}; bump max |q - prediction| = {bump_err:.2e}",
-        "holds": bool(dirac_q <= TOL and bump_err <= TOL),
-        "figures": ["li_yau_pointwise.png"],
-        "details": {"tolerance": TOL},
-    })
+    details["equality"] = {
+        "eps": np.asarray(eps).tolist(),
+        "sigma2": s2h.tolist(),
+        "q_bump_mean": q_bump.mean(-1).tolist(),
+        "q_predicted": q_pred.tolist(),
+        "max_abs_error": bump_err,
+        "max_abs_q_dirac": dirac_q,
+    }
+    rows.append(
+        {
+            "id": "li_yau_equality",
+            "claim": "Li-Yau is sharp: equality for a Dirac, approached by narrow bumps",
+            "predicted": {"Dirac": 0.0, "bumps": q_pred.ravel()},
+            "measured": {"Dirac": dirac_q, "bumps": q_bump.mean(-1).ravel()},
+            "criterion": all_of(
+                Dirac=close(TOL), bumps=close(TOL, f"q = eps^2/(sigma^2 + eps^2) within {TOL:g}")
+            ),
+            "figures": ["li_yau_pointwise.png"],
+            "details": {"tolerance": TOL},
+        }
+    )
 
     # ---- 4: the grid: heat flow from indicator starts, jd.pde.li_yau ---------------------
     grid_res = {d: _grid_heat(d, cfg) for d in cfg["grid_dims"]}
-    grid_low = min(float(np.min(r["q_min"] + r["allow"])) for r in grid_res.values())  # >= 0 holds
-    grid_min = min(float(np.min(r["q_min"])) for r in grid_res.values())
     grid_db = max(float(np.max(np.abs(r["dH"] - r["kI"]) / r["kI"])) for r in grid_res.values())
     details["grid"] = {f"d={d}": r for d, r in grid_res.items()}
-    rows.append({
-        "id": "li_yau_grid",
-        "claim": "Li-Yau on the grid: the heat flow from indicator starts (jd.pde.solve_fokker_planck), "
-                 "Laplacian_h log u >= -d/(2 kappa t) (jd.pde.li_yau)",
-        "predicted": "min over cells and times of (2 kappa t/d) Laplacian_h log u + 1 >= 0",
-        "measured": grid_min,
-        "holds": bool(grid_low >= 0.0),
-        "figures": ["li_yau_grid.png"],
-        "details": {"criterion": "q >= -(h/sigma)^2 (O(h^2) discretisation allowance), cells above "
-                                 "1e-8 max u", "dims": list(cfg["grid_dims"])},
-    })
+    rows.append(
+        {
+            "id": "li_yau_grid",
+            "claim": "Li-Yau on the grid: the heat flow from indicator starts (jd.pde.solve_fokker_planck), "
+            "Laplacian_h log u >= -d/(2 kappa t) (jd.pde.li_yau)",
+            "predicted": np.concatenate([np.zeros_like(r["q_min"]) for r in grid_res.values()]),
+            "measured": np.concatenate([r["q_min"] for r in grid_res.values()]),
+            "criterion": at_least(
+                np.concatenate([r["allow"] for r in grid_res.values()]),
+                "min over cells of q_h >= -(h/sigma)^2 at every saved time",
+            ),
+            "figures": ["li_yau_grid.png"],
+            "details": {
+                "criterion": "q >= -(h/sigma)^2 (O(h^2) discretisation allowance), cells above 1e-8 max u",
+                "dims": list(cfg["grid_dims"]),
+            },
+        }
+    )
 
     # ---- 5: de Bruijn: quadrature of the exact density, and the grid --------------------
     mix = all_laws["3-Gaussian mixture (d=2)"]
@@ -348,43 +493,80 @@ def _run(out: pathlib.Path, cfg: dict, key):
     fisher_norm = kI / KAPPA * np.asarray(s2_db) / 2  # Fisher / (d / (2 kappa theta)), d = 2
     mass_err = float(np.max(np.abs(mass - 1)))
     grid_fisher = max(float(np.max(r["kI"] / KAPPA * 2 * KAPPA * r["ts"] / d)) for d, r in grid_res.items())
-    details["de_bruijn"] = {"sigma2": np.asarray(s2_db).tolist(), "dH_dtheta": dH.tolist(),
-                            "kappa_fisher": kI.tolist(), "max_rel_error": db_err,
-                            "fisher_over_bound": fisher_norm.tolist(), "quadrature_mass_error": mass_err,
-                            "grid_max_rel_error": grid_db, "grid_max_fisher_over_bound": grid_fisher}
-    rows.append({
-        "id": "de_bruijn",
-        "claim": "de Bruijn: dH/dt = kappa * Fisher information along the heat flow; Fisher <= d/(2 kappa t)",
-        "predicted": "relative gap 0; Fisher * 2 kappa t / d <= 1",
-        "measured": f"max relative gap {db_err:.2e} (exact law, quadrature), {grid_db:.2e} (grid); "
-                    f"max Fisher/bound {max(fisher_norm.max(), grid_fisher):.3f}",
-        # quadrature: with >= 128 points per axis the narrowest component (std >= 0.27) spans >= 3
-        # cells; the gap measured at 128, 192 and 384 points is below 1e-8. Grid: the face-form
-        # Fisher information makes de Bruijn exact for the semi-discrete heat equation; dH/dt is a
-        # central difference over +-0.1% of t, O(1e-6) relative.
-        "holds": bool(db_err <= 1e-6 and grid_db <= 1e-4 and fisher_norm.max() <= 1.0 and grid_fisher <= 1.0),
-        "figures": ["de_bruijn.png"],
-        "details": {"quadrature_mass_error": mass_err, "tolerances": {"quadrature": 1e-6, "grid": 1e-4}},
-    })
+    details["de_bruijn"] = {
+        "sigma2": np.asarray(s2_db).tolist(),
+        "dH_dtheta": dH.tolist(),
+        "kappa_fisher": kI.tolist(),
+        "max_rel_error": db_err,
+        "fisher_over_bound": fisher_norm.tolist(),
+        "quadrature_mass_error": mass_err,
+        "grid_max_rel_error": grid_db,
+        "grid_max_fisher_over_bound": grid_fisher,
+    }
+    rows.append(
+        {
+            "id": "de_bruijn",
+            "claim": "de Bruijn: dH/dt = kappa * Fisher information along the heat flow; "
+            "Fisher <= d/(2 kappa t)",
+            "predicted": {
+                "quadrature": kI,
+                "grid": np.concatenate([r["kI"] for r in grid_res.values()]),
+                "Fisher / bound": [1.0, 1.0],
+            },
+            "measured": {
+                "quadrature": dH,
+                "grid": np.concatenate([r["dH"] for r in grid_res.values()]),
+                "Fisher / bound": [float(fisher_norm.max()), grid_fisher],
+            },
+            "criterion": all_of(quadrature=ratio(1e-6), grid=ratio(1e-4), **{"Fisher / bound": at_most(0.0)}),
+            # quadrature: with >= 128 points per axis the narrowest component (std >= 0.27) spans >= 3
+            # cells; the gap measured at 128, 192 and 384 points is below 1e-8. Grid: the face-form
+            # Fisher information makes de Bruijn exact for the semi-discrete heat equation; dH/dt is a
+            # central difference over +-0.1% of t, O(1e-6) relative.
+            "figures": ["de_bruijn.png"],
+            "details": {"quadrature_mass_error": mass_err, "tolerances": {"quadrature": 1e-6, "grid": 1e-4}},
+        }
+    )
 
     # ---- figures ------------------------------------------------------------------------
     fig, axs = plt.subplots(1, 3, figsize=(15, 4.3))
     ax = axs[0]
+    floor = 1e-13  # margins at rounding level (a Dirac: exactly 0) are drawn here
     for name in laws:
-        ax.plot(np.asarray(s2s["heat"]), res["heat", name]["q"].min(axis=1), "o-", ms=3, label=name)
-    ax.axhline(0.0, color="k", lw=1.5, ls="--", label="Li–Yau bound (q = 0)")
+        ax.plot(
+            np.asarray(s2s["heat"]),
+            np.maximum(res["heat", name]["q"].min(axis=1), floor),
+            "o-",
+            ms=3,
+            label=name,
+        )
+    for name, q in ind_q.items():
+        ax.plot(np.asarray(s2s["heat"]), np.maximum(q.min(axis=1), floor), "s--", ms=3, label=name)
+    ax.axhline(0.2, color="r", lw=1, ls=":", label="margin a 20% smaller constant would need")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel(r"heat-flow time $\theta = \sigma^2$ ($\kappa = 1/2$)")
-    ax.set_ylabel(r"$\min_x\; q = (\sigma^2/d)\,\Delta\log u + 1$")
-    ax.set_title("(a) heat flow: Li–Yau quantity, min over points")
+    ax.set_ylabel(r"margin $\min_x q$, $q = (\sigma^2/d)\Delta\log u + 1$ (log)")
+    ax.set_title("(a) heat flow: margin above the Li–Yau bound")
     ax.legend(fontsize=7)
     ax = axs[1]
     for j, it in enumerate(sorted({0, len(s2h) // 2, len(s2h) - 1})):
         c = f"C{j}"
-        ax.loglog(np.asarray(eps), q_bump[:, it].mean(-1), "o", color=c,
-                  label=fr"measured, $\sigma^2$={s2h[it]:.2g}")
-        ax.loglog(np.asarray(eps), q_pred[:, it], "-", color=c, lw=1,
-                  label=r"$\varepsilon^2/(\sigma^2+\varepsilon^2)$" if j == 0 else None)
+        ax.loglog(
+            np.asarray(eps),
+            q_bump[:, it].mean(-1),
+            "o",
+            color=c,
+            label=rf"measured, $\sigma^2$={s2h[it]:.2g}",
+        )
+        ax.loglog(
+            np.asarray(eps),
+            q_pred[:, it],
+            "-",
+            color=c,
+            lw=1,
+            label=r"$\varepsilon^2/(\sigma^2+\varepsilon^2)$" if j == 0 else None,
+        )
     ax.plot([], [], " ", label=f"Dirac: max |q| = {dirac_q:.1e}")
     ax.set_xlabel(r"bump width $\varepsilon$")
     ax.set_ylabel(r"$q$ (0 = equality in Li–Yau)")
@@ -392,27 +574,46 @@ def _run(out: pathlib.Path, cfg: dict, key):
     ax.legend(fontsize=7)
     ax = axs[2]
     for name in laws:
-        ax.plot(np.asarray(s2s["OU"]), res["OU", name]["lam"].min(axis=1), "o-", ms=3, label=name)
-    ax.axhline(0.0, color="k", lw=1.5, ls="--", label="bound")
+        ax.plot(
+            np.asarray(s2s["OU"]),
+            np.maximum(res["OU", name]["lam"].min(axis=1), floor),
+            "o-",
+            ms=3,
+            label=name,
+        )
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel(r"OU noise variance $s_t^2 = 1 - e^{-2t}$")
-    ax.set_ylabel(r"$\min_x \lambda_{\min}(s_t^2 \nabla^2 \log\rho_t + I)$")
+    ax.set_ylabel(r"margin $\min_x \lambda_{\min}(s_t^2 \nabla^2 \log\rho_t + I)$ (log)")
     ax.set_title(r"(c) OU: $\nabla^2\log\rho_t \succeq -I/s_t^2$")
     ax.legend(fontsize=7)
-    save_figure(fig, out, "li_yau_pointwise.png")
+    save_figure(
+        fig,
+        out,
+        "li_yau_pointwise.png",
+        caption="Margins above the Li-Yau bound on a log scale (values at rounding level drawn at 1e-13): "
+        "heat flow from mixtures, atoms and indicators; equality approached by narrow bumps; the "
+        "OU analogue.",
+    )
 
     fig, axs = plt.subplots(1, len(grid_res), figsize=(5.5 * len(grid_res), 4.3), squeeze=False)
     for ax, (d, r) in zip(axs[0], grid_res.items()):
-        ax.semilogx(r["ts"], r["q_min"], "o-",
-                    label=r"$\min_{\rm cells}\,(2\kappa t/d)\,\Delta_h\log u + 1$")
-        ax.semilogx(r["ts"], -r["allow"], ":", color="gray",
-                    label=r"discretisation allowance $-(h/\sigma)^2$")
+        ax.semilogx(r["ts"], r["q_min"], "o-", label=r"$\min_{\rm cells}\,(2\kappa t/d)\,\Delta_h\log u + 1$")
+        ax.semilogx(
+            r["ts"], -r["allow"], ":", color="gray", label=r"discretisation allowance $-(h/\sigma)^2$"
+        )
         ax.axhline(0.0, color="k", ls="--", label="Li–Yau bound")
         ax.set_xlabel(r"heat-flow time $t$ ($\kappa = 1/2$)")
         ax.set_ylabel("normalised Li–Yau quantity on the grid")
         ax.set_title(f"{d}-D grid {r['shape']}, start: indicator of a set", fontsize=10)
         ax.legend(fontsize=8)
-    save_figure(fig, out, "li_yau_grid.png")
+    save_figure(
+        fig,
+        out,
+        "li_yau_grid.png",
+        caption="Li-Yau quantity of grid solutions of the heat equation from indicator starts, above the "
+        "bound up to the O(h^2) allowance.",
+    )
 
     fig, ax = plt.subplots(figsize=(6, 4.3))
     th = np.asarray(s2_db) / (2 * KAPPA)
@@ -429,7 +630,13 @@ def _run(out: pathlib.Path, cfg: dict, key):
     ax.set_ylabel("entropy production (nats per unit time)")
     ax.set_title("de Bruijn identity (exact 2-D mixture; grid solutions)")
     ax.legend(fontsize=8)
-    save_figure(fig, out, "de_bruijn.png")
+    save_figure(
+        fig,
+        out,
+        "de_bruijn.png",
+        caption="de Bruijn's identity: entropy production equals kappa times the Fisher information, "
+        "below the bound d/(2t).",
+    )
     return rows, details
 
 
