@@ -34,7 +34,16 @@ import numpy as np
 import optax
 
 import jaxdiff as jd
-from jaxdiff.reproduce import make_row, profile_sizes, save_figure, standalone, write_json
+from jaxdiff.reproduce import (
+    all_of,
+    at_most,
+    close,
+    make_row,
+    profile_sizes,
+    save_figure,
+    standalone,
+    write_json,
+)
 
 NAME = "loss_minimiser"
 PROFILES = {
@@ -69,7 +78,6 @@ PROFILES = {
 T, T_MIN, DIM, VAR = 5.0, 1e-3, 2, 0.5
 N_SE = 4.0
 EPS = (-0.4, -0.2, -0.1, 0.0, 0.1, 0.2, 0.4)
-VERTEX_TOL = 0.02  # |fitted vertex| allowed, in units of eps
 
 
 def gaussian_floor(d=DIM, c=VAR, T=T, t_min=T_MIN) -> float:
@@ -83,21 +91,58 @@ def _mean_se(terms) -> tuple[float, float]:
     return float(terms.mean()), float(terms.std(ddof=1) / np.sqrt(terms.size))
 
 
+DIRECTIONS = ("-x", "e_1", "score")  # perturbation directions phi(t, x)
+H = 0.05  # the parabola's half-width: loss at eps = -H, 0, H on the same draws
+
+
 class _Perturbed(jd.AbstractScore):
-    """`s*(t, x) - eps x`: the exact score moved off the minimiser."""
+    """`scale * s*(t, x) + eps phi(t, x)`: a candidate score moved off by `eps` along one of
+    `DIRECTIONS` (`-x`, the constant `e_1`, or the score itself)."""
 
     process: jd.AbstractProcess
-    exact: jd.ExactScore
+    exact: jd.AbstractScore
     eps: jax.Array
+    scale: jax.Array
+    direction: int
 
     def __call__(self, t, x):
-        return self.exact(t, x) - self.eps * x
+        s = self.exact(t, x)
+        phi = (-x, jnp.zeros_like(x).at[0].set(1.0), s)[self.direction]
+        return self.scale * s + self.eps * phi
 
     def denoise(self, t, x):
         return jd.tweedie_denoise(self, t, x)
 
     def without_time_checks(self):
-        return _Perturbed(self.process, self.exact.without_time_checks(), self.eps)
+        return _Perturbed(
+            self.process, self.exact.without_time_checks(), self.eps, self.scale, self.direction
+        )
+
+
+def _vertices(exact, process, x0, key, loss_kw, scale=1.0):
+    """For each direction, the vertex of the parabola `eps -> L(scale s* + eps phi)` from the
+    per-draw losses at `eps = -H, 0, H` on the same draws (exactly quadratic per draw), and
+    its standard error (delta method)."""
+    out = []
+    for j in range(len(DIRECTIONS)):
+        terms = [
+            np.asarray(
+                jd.dsm_loss(
+                    _Perturbed(process, exact, jnp.asarray(e), jnp.asarray(scale), j),
+                    process,
+                    x0,
+                    key=key,
+                    **loss_kw,
+                )
+            )
+            for e in (-H, 0.0, H)
+        ]
+        b = (terms[2] - terms[0]) / (2 * H)  # per-draw slope at 0
+        a = (terms[2] + terms[0] - 2 * terms[1]) / (2 * H**2)  # per-draw curvature
+        vertex = -b.mean() / (2 * a.mean())
+        se = b.std(ddof=1) / np.sqrt(b.size) / (2 * a.mean())
+        out.append((float(vertex), float(se), float(a.mean())))
+    return out
 
 
 def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict]:
@@ -115,19 +160,26 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     k_loss = jax.random.fold_in(base, 2)
     floor = gaussian_floor()
     measured, se = _mean_se(jd.dsm_loss(exact, process, x0, key=k_loss, **loss_kw))
-    floor_ok = abs(measured - floor) <= N_SE * se
     # same draws for every eps: the differences are exact quadratics up to Monte Carlo error
     curve = [
         float(
             jnp.mean(
-                jd.dsm_loss(_Perturbed(process, exact, jnp.asarray(e)), process, x0, key=k_loss, **loss_kw)
+                jd.dsm_loss(
+                    _Perturbed(process, exact, jnp.asarray(e), jnp.asarray(1.0), 0),
+                    process,
+                    x0,
+                    key=k_loss,
+                    **loss_kw,
+                )
             )
         )
         for e in EPS
     ]
     a2, a1, a0 = np.polyfit(EPS, curve, 2)
     vertex = -a1 / (2 * a2)
-    vertex_ok = bool(a2 > 0 and abs(vertex) <= VERTEX_TOL)
+    vert_gauss = _vertices(exact, process, x0, k_loss, loss_kw)
+    # a wrong candidate, the exact score scaled by 1.15: its vertex along the score is not 0
+    vert_wrong = _vertices(exact, process, x0, k_loss, loss_kw, scale=1.15)
 
     # --- 2. point cloud: the exact empirical score and a trained network ----------------
     N = int(cfg["n_points"])
@@ -142,7 +194,7 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     cloud_loss, cloud_se = _mean_se(exact_terms)
     floor_terms = jd.dsm_minimum(cloud, process, xc, key=k_b, **loss_kw)
     cloud_floor, cloud_floor_se = _mean_se(floor_terms)
-    cloud_ok = abs(cloud_loss - cloud_floor) <= N_SE * np.hypot(cloud_se, cloud_floor_se)
+    vert_cloud = _vertices(cloud_score, process, xc, k_a, loss_kw)
 
     net = jd.NetworkScore(
         jd.nn.MLP(2, key=jax.random.fold_in(base, 7), width=int(cfg["width"]), depth=int(cfg["depth"])),
@@ -178,14 +230,6 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             m, s = _mean_se(jd.fisher_divergence(trained, cloud_score, process, xc, key=k_c, **loss_kw))
             fisher.append(m)
             fisher_se.append(s)
-    above = all(e >= -3 * s for e, s in zip(excess, excess_se))
-    falling = excess[-1] < 0.5 * excess[0] and all(
-        b <= a + 3 * s for a, b, s in zip(excess, excess[1:], excess_se[1:])
-    )
-    decomposes = all(
-        abs(e - f) <= N_SE * np.hypot(se, fs) for e, f, se, fs in zip(excess, fisher, excess_se, fisher_se)
-    )
-    net_ok = above and falling and decomposes
 
     # --- figures -------------------------------------------------------------------------
     import matplotlib.pyplot as plt
@@ -213,8 +257,12 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     st = np.array(stages, float)
     st_plot = np.maximum(st, 1)
     ax.plot(st_plot, losses, "o-", label="network, DSM loss (EMA weights)")
-    ax.axhline(cloud_floor, color="k", ls="--", label=f"floor (exact posterior) {cloud_floor:.4f}")
-    ax.axhline(cloud_loss, color="tab:green", ls=":", label=f"exact empirical score {cloud_loss:.4f}")
+    ax.axhline(
+        cloud_floor,
+        color="k",
+        ls="--",
+        label=f"floor {cloud_floor:.4f} (exact posterior) = exact-score loss {cloud_loss:.4f}: one line",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("training steps (0 plotted at 1)")
     ax.set_yscale("log")
@@ -243,70 +291,87 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     ax.set_xlabel("training steps (0 plotted at 1)")
     ax.set_ylabel("DSM loss above the floor")
     ax.legend(fontsize=7)
-    fig_name = save_figure(fig, out_dir, f"{NAME}.png")
+    ax.set_title("excess loss = score error")
+    fig_name = save_figure(
+        fig,
+        out_dir,
+        f"{NAME}.png",
+        caption="The DSM loss: its parabola around the exact score (Gaussian data), a network's loss falling "
+        "to the floor, and its excess equal to the weighted score error.",
+    )
 
+    def vertex_part(v):
+        return [x[0] for x in v], [N_SE * x[1] for x in v]
+
+    vg, tg = vertex_part(vert_gauss)
+    vc, tc = vertex_part(vert_cloud)
+    stage_tol = [N_SE * float(np.hypot(a, b)) for a, b in zip(excess_se, fisher_se)]
     rows = [
         make_row(
             "loss_floor_gaussian",
             "The exact score's DSM loss equals the closed-form floor (Gaussian data)",
-            round(floor, 6),
-            f"{measured:.6f} +- {se:.1e}",
-            floor_ok,
-            [fig_name],
-            {
-                "criterion": f"|loss - F| <= {N_SE} SE, {cfg['n_eval']} Monte Carlo draws",
-                "floor": floor,
-                "loss": measured,
-                "se": se,
-                "d": DIM,
-                "c": VAR,
-                "T": T,
-                "t_min": T_MIN,
-            },
+            floor,
+            measured,
+            figures=[fig_name],
+            details={"se": se, "d": DIM, "c": VAR, "T": T, "t_min": T_MIN, "n_draws": cfg["n_eval"]},
+            criterion=close(N_SE * se, f"|loss - F| <= {N_SE:g} SE ({cfg['n_eval']} draws)"),
         ),
         make_row(
             "loss_unique_minimiser",
-            "Perturbing the exact score raises the DSM loss quadratically (unique minimiser)",
-            "vertex at eps = 0",
-            f"vertex {vertex:+.4f}, curvature {a2:.3f}",
-            vertex_ok,
-            [fig_name],
-            {"criterion": f"fitted parabola convex with |vertex| <= {VERTEX_TOL}", "eps": EPS, "loss": curve},
+            "The exact score is the unique minimiser of the DSM loss: on the same draws, the loss along "
+            f"{len(DIRECTIONS)} directions ({', '.join(DIRECTIONS)}) is a parabola with its vertex at 0, for "
+            "Gaussian data and for finite data (point cloud)",
+            {"Gaussian": [0.0] * len(DIRECTIONS), "point cloud": [0.0] * len(DIRECTIONS)},
+            {"Gaussian": vg, "point cloud": vc},
+            figures=[fig_name],
+            details={
+                "directions": DIRECTIONS,
+                "curvatures": {
+                    "Gaussian": [x[2] for x in vert_gauss],
+                    "point cloud": [x[2] for x in vert_cloud],
+                },
+                "wrong_candidate_1.15_score": {
+                    "vertices": [x[0] for x in vert_wrong],
+                    "tolerances": [N_SE * x[1] for x in vert_wrong],
+                },
+                "eps": EPS,
+                "loss": curve,
+            },
+            criterion=all_of(
+                Gaussian=close(tg, f"|vertex| <= {N_SE:g} SE (delta method) per direction"),
+                **{"point cloud": close(tc, f"|vertex| <= {N_SE:g} SE per direction")},
+            ),
         ),
         make_row(
             "loss_floor_point_cloud",
             "Empirical score's DSM loss equals the floor from the posterior covariance (point cloud)",
-            f"{cloud_floor:.5f} +- {cloud_floor_se:.1e}",
-            f"{cloud_loss:.5f} +- {cloud_se:.1e}",
-            cloud_ok,
-            [fig_name],
-            {"criterion": f"difference within {N_SE} combined SE (independent draws)", "n_points": N},
+            cloud_floor,
+            cloud_loss,
+            figures=[fig_name],
+            details={"n_points": N, "se_loss": cloud_se, "se_floor": cloud_floor_se},
+            criterion=close(N_SE * float(np.hypot(cloud_se, cloud_floor_se)), f"within {N_SE:g} combined SE"),
         ),
         make_row(
             "loss_network_from_above",
-            "A trained network approaches the floor from above",
-            "excess = score error > 0, falling with training",
-            "excess "
-            + " -> ".join(f"{e:.2g}" for e in excess)
-            + " (score error "
-            + " -> ".join(f"{f:.2g}" for f in fisher)
-            + f") at steps {stages}",
-            net_ok,
-            [fig_name],
-            {
-                "criterion": "excess (network loss minus exact-score loss, same draws) >= -3 SE at "
-                "every stage, "
-                "non-increasing within 3 SE, final < half of initial, and within 4 combined SE of the "
-                "weighted score error (jd.fisher_divergence)",
+            "A trained network's excess DSM loss over the floor equals its weighted score error and falls "
+            "with training",
+            {"excess = score error": fisher, "final <= half of initial": 0.5 * excess[0]},
+            {"excess = score error": excess, "final <= half of initial": excess[-1]},
+            figures=[fig_name],
+            details={
                 "stages": stages,
-                "excess": excess,
                 "excess_se": excess_se,
-                "fisher": fisher,
                 "fisher_se": fisher_se,
                 "loss": losses,
                 "width": cfg["width"],
                 "depth": cfg["depth"],
             },
+            criterion=all_of(
+                **{
+                    "excess = score error": close(stage_tol, f"within {N_SE:g} combined SE at every stage"),
+                    "final <= half of initial": at_most(0.0),
+                }
+            ),
         ),
     ]
     write_json(out_dir, NAME, rows)
