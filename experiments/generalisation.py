@@ -45,7 +45,16 @@ import numpy as np
 import optax
 
 import jaxdiff as jd
-from jaxdiff.reproduce import make_row, profile_sizes, save_figure, standalone, write_json
+from jaxdiff.reproduce import (
+    all_of,
+    at_least,
+    at_most,
+    make_row,
+    profile_sizes,
+    save_figure,
+    standalone,
+    write_json,
+)
 
 NAME = "generalisation"
 PROFILES = {
@@ -260,147 +269,113 @@ def _rows(records, cfg) -> list[dict]:
     t_small, t_big = min(cfg["t_ends"]), max(cfg["t_ends"])
     last, first = max(cfg["stages"]), min(cfg["stages"])
     wmax = max(cfg["widths"])
-    rows = []
     ex = [r for r in records if r["kind"] == "exact"]
     net = [r for r in records if r["kind"] == "network"]
     mem = [r for r in records if r["kind"] == "exact_memorisation"]
 
-    def z(a, b):  # (novelty a - novelty b) in standard errors
-        return (a["novelty"] - b["novelty"]) / np.hypot(a["novelty_se"], b["novelty_se"])
+    def se(a, b):  # standard error of a difference of novelties (binomial)
+        return float(np.hypot(a["novelty_se"], b["novelty_se"]))
 
-    # 1. the memorising end point. The stopping time that memorises depends on N: samples are
-    # copies once sigma(t_end) is well below the training spacing (here 1/20 of it). Random
-    # training sets have pairs closer than that, whose blend the ratio test does not call a copy,
-    # so the samples must sit on training points and the copy fraction must be >= 0.95 or far
-    # above its value at the largest t_end (high-dimensional data may still be copied there).
-    checks = []
+    def case(r):
+        return f"{r['dataset']} N={r['N']}"
+
+    # 1. the memorising end point: samples on training points, copies (or far more copies than late)
+    thresholds, copies, nn = [], [], []
     for r in mem:
         big = next(q for q in ex if q["dataset"] == r["dataset"] and q["N"] == r["N"] and q["t_end"] == t_big)
-        copies_ok = 1 - r["novelty"] >= 0.95 or z(big, r) > 3
-        checks.append((r, copies_ok and r["nn_over_spacing"] <= 0.01))
-    rows.append(
+        thresholds.append(min(0.95, 1 - big["novelty"] + 3 * se(big, r)))
+        copies.append(1 - r["novelty"])
+        nn.append(r["nn_over_spacing"])
+    rows = [
         {
             "id": "exact_score_memorises",
-            "claim": "The exact empirical score memorises: stopped at t_end -> 0 its samples are copies of "
-            "training points",
-            "predicted": "at sigma(t_end) = spacing/20: samples on training points (median NN distance "
-            f"< 1% of the spacing), copy fraction >= 0.95 or far above its value at t_end = {t_big:g}",
-            "measured": "copy fraction "
-            + ", ".join(
-                f"{r['dataset']} N={r['N']}: {1 - r['novelty']:.3f} (t_end {r['t_end']:.1e}, NN/spacing "
-                f"{r['nn_over_spacing']:.1e})"
-                for r, _ in checks
+            "claim": "The exact empirical score memorises: stopped where sigma(t_end) is 1/20 of the "
+            "training spacing, its samples are copies of training points",
+            "predicted": {"NN distance / spacing": [0.01] * len(mem), "copy fraction": thresholds},
+            "measured": {"NN distance / spacing": nn, "copy fraction": copies},
+            "criterion": all_of(
+                **{
+                    "NN distance / spacing": at_most(0.0, "median NN distance <= 1% of the spacing"),
+                    "copy fraction": at_least(
+                        0.0, f"copy fraction >= 0.95, or above its value at t_end = {t_big:g} by 3 SE"
+                    ),
+                }
             ),
-            "holds": bool(checks and all(ok for _, ok in checks)),
             "figures": ["generalisation_tradeoff.png", "generalisation_samples.png"],
-            "details": {
-                "criterion": "median NN distance / spacing <= 0.01, and copy fraction >= 0.95 or above "
-                "that at the largest t_end by > 3 SE, for every N",
-                "copy_fraction_vs_t_end": {
-                    f"{r['dataset']} N={r['N']} t_end={r['t_end']:.2g}": 1 - r["novelty"] for r in ex + mem
-                },
-            },
+            "details": {"cases": [case(r) for r in mem]},
         }
-    )
+    ]
 
-    # 2. the trade-off along t_end: novelty and the fidelity error grow together
-    curves = []
+    # 2. the trade-off along t_end, for the trained networks: a later stop, more novelty and a
+    # larger imitation error
+    lo_n, hi_n, lo_e, hi_e, names = [], [], [], [], []
     for name in cfg["datasets"]:
         for N in cfg["ns"]:
-            for kind, sel in (
-                ("exact", [r for r in ex if r["dataset"] == name and r["N"] == N]),
-                (
-                    "network",
-                    [
-                        r
-                        for r in net
-                        if r["dataset"] == name and r["N"] == N and r["width"] == wmax and r["stage"] == last
-                    ],
-                ),
-            ):
-                lo = next(r for r in sel if r["t_end"] == t_small)
-                hi = next(r for r in sel if r["t_end"] == t_big)
-                curves.append(
-                    (
-                        f"{name} {kind} N={N}",
-                        z(hi, lo) > 3 or hi["novelty"] >= 0.99,
-                        _fidelity_error(hi) > _fidelity_error(lo),
-                        lo,
-                        hi,
-                    )
-                )
+            sel = [
+                r
+                for r in net
+                if r["dataset"] == name and r["N"] == N and r["width"] == wmax and r["stage"] == last
+            ]
+            lo = next(r for r in sel if r["t_end"] == t_small)
+            hi = next(r for r in sel if r["t_end"] == t_big)
+            names.append(f"{name} N={N}")
+            lo_n.append(min(0.99, lo["novelty"] + 3 * se(lo, hi)))
+            hi_n.append(hi["novelty"])
+            lo_e.append(_fidelity_error(lo))
+            hi_e.append(_fidelity_error(hi))
     rows.append(
         {
             "id": "novelty_fidelity_tradeoff",
-            "claim": "Trade-off between generative capacity and imitation fidelity: a later stop t_end "
-            "gives more "
-            "new points and samples farther from the data (exact score and networks alike)",
-            "predicted": f"from t_end = {t_small:g} to {t_big:g}: novelty up and fidelity error up, "
-            "on every curve",
-            "measured": "; ".join(
-                f"{c[0]}: novelty {c[3]['novelty']:.2f}->{c[4]['novelty']:.2f}, error "
-                f"{_fidelity_error(c[3]):.3f}->{_fidelity_error(c[4]):.3f}"
-                for c in curves[:4]
-            )
-            + f"; ... ({sum(c[1] and c[2] for c in curves)}/{len(curves)} curves)",
-            "holds": bool(curves and all(c[1] and c[2] for c in curves)),
+            "claim": "Trade-off between generative capacity and imitation fidelity for trained networks: a "
+            f"later stop (t_end {t_small:g} -> {t_big:g}) gives more new points and a larger imitation error",
+            "predicted": {"novelty": lo_n, "imitation error": lo_e},
+            "measured": {"novelty": hi_n, "imitation error": hi_e},
+            "criterion": all_of(
+                novelty=at_least(0.0, "novelty at the late stop >= early novelty + 3 SE (or >= 0.99)"),
+                **{"imitation error": at_least(0.0, "imitation error at the late stop >= at the early stop")},
+            ),
             "figures": ["generalisation_tradeoff.png"],
-            "details": {
-                "criterion": "novelty rises by > 3 SE (or is >= 0.99 at the late stop) and the fidelity "
-                "error (distance to the circle; else SW2 to the training set) rises",
-                "curves": {
-                    c[0]: {
-                        "novelty": [c[3]["novelty"], c[4]["novelty"]],
-                        "fidelity_error": [_fidelity_error(c[3]), _fidelity_error(c[4])],
-                    }
-                    for c in curves
-                },
-            },
+            "details": {"curves": names, "width": wmax, "steps": last},
         }
     )
 
-    # 3. the imperfect score produces new points where the exact score copies
-    gaps = []
-    for r in ex:
-        if r["t_end"] != t_small:
-            continue
-        m = [
-            q
-            for q in net
-            if q["dataset"] == r["dataset"]
-            and q["N"] == r["N"]
-            and q["width"] == wmax
-            and q["stage"] == last
-            and q["t_end"] == t_small
-        ]
-        gaps.append((r["dataset"], r["N"], m[0], r, z(m[0], r)))
+    # 3. beyond the frontier: at the novelty the network reaches, the exact score / KDE family
+    # (the exact score stopped at any t_end) is farther from the true law than the network
+    frontier, net_sw, labels = [], [], []
+    for name in cfg["datasets"]:
+        for N in cfg["ns"]:
+            curve = sorted(
+                (r for r in ex + mem if r["dataset"] == name and r["N"] == N), key=lambda r: r["novelty"]
+            )
+            nov = np.array([r["novelty"] for r in curve])
+            sw = np.array([r["sw_true"] for r in curve])
+            for r in net:
+                if r["dataset"] == name and r["N"] == N and r["width"] == wmax and r["stage"] == last:
+                    # the frontier's distance to the true law at the network's novelty (the
+                    # exact family's best distance among stops at least as novel)
+                    more = sw[nov >= r["novelty"]]
+                    frontier.append(float(more.min()) if more.size else float(sw[-1]))
+                    net_sw.append(r["sw_true"])
+                    labels.append(f"{name} N={N} t_end={r['t_end']:.2g}")
     rows.append(
         {
             "id": "network_generalises",
-            "claim": "Generalisation comes from the imperfect score: at the same t_end a trained network "
-            "produces "
-            "new points where the exact empirical score copies",
-            "predicted": f"novelty(network) > novelty(exact score) at t_end = {t_small:g}, every N",
-            "measured": ", ".join(
-                f"{g[0]} N={g[1]}: {g[2]['novelty']:.2f} vs {g[3]['novelty']:.2f}" for g in gaps
+            "claim": "Generalisation comes from the imperfect score: a trained network's (novelty, distance "
+            "to the true law) lies beyond the frontier of the exact score / KDE family",
+            "predicted": frontier,
+            "measured": net_sw,
+            "criterion": at_most(
+                0.0,
+                "SW2(network samples, true law) <= the smallest SW2 of the exact score stopped at any t_end "
+                "with at least the network's novelty",
             ),
-            "holds": bool(gaps and all(g[4] > 3 for g in gaps)),
             "figures": ["generalisation_tradeoff.png", "generalisation_samples.png"],
-            "details": {
-                "z_scores": {f"{g[0]} N={g[1]}": g[4] for g in gaps},
-                "fidelity_error_network_vs_exact": {
-                    f"{g[0]} N={g[1]}": [_fidelity_error(g[2]), _fidelity_error(g[3])] for g in gaps
-                },
-                "sw2_true_law_network_vs_exact": {
-                    f"{g[0]} N={g[1]}": [g[2]["sw_true"], g[3]["sw_true"]] for g in gaps
-                },
-                "criterion": f"difference > 3 SE (binomial), width {wmax}, {last} steps",
-            },
+            "details": {"points": labels, "width": wmax, "steps": last},
         }
     )
 
     # 4. training drives the network towards the (memorising) minimiser of the loss
-    trends = []
+    before, after, tl = [], [], []
     for name in cfg["datasets"]:
         for N in cfg["ns"]:
             for width in cfg["widths"]:
@@ -412,20 +387,19 @@ def _rows(records, cfg) -> list[dict]:
                     and r["width"] == width
                     and r["t_end"] == cfg["t_main"]
                 }
-                trends.append(
-                    (f"{name} N={N} width={width}", sel[first], sel[last], z(sel[first], sel[last]))
-                )
+                before.append(sel[first]["novelty"] - 3 * se(sel[first], sel[last]))
+                after.append(sel[last]["novelty"])
+                tl.append(f"{name} N={N} width={width}")
     rows.append(
         {
             "id": "training_approaches_memorisation",
             "claim": "Longer training brings the network towards the loss minimiser, the exact score, which "
-            "memorises: novelty falls with training steps",
-            "predicted": f"novelty after {last} steps < after {first} steps (t_end = {cfg['t_main']:g}), "
-            "every N and width",
-            "measured": ", ".join(f"{t[0]}: {t[1]['novelty']:.2f}->{t[2]['novelty']:.2f}" for t in trends),
-            "holds": bool(trends and all(t[3] > 3 for t in trends)),
+            f"memorises: novelty falls from {first} to {last} steps (t_end = {cfg['t_main']:g})",
+            "predicted": before,
+            "measured": after,
+            "criterion": at_most(0.0, "novelty after training <= novelty before - 3 SE (binomial)"),
             "figures": ["generalisation_vs_n.png"],
-            "details": {"z_scores": {t[0]: t[3] for t in trends}, "criterion": "decrease > 3 SE (binomial)"},
+            "details": {"cases": tl},
         }
     )
     return rows
@@ -472,19 +446,32 @@ def _figures(out, name, records, samples, pool, ns, cfg):
                     ms=7,
                     label=f"N = {N}, {'exact empirical score' if kind == 'exact' else 'network'}",
                 )
-                for r in cur:
-                    if N == ns[-1]:
-                        ax.annotate(f"{r['t_end']:g}", (err(r), r["novelty"]), fontsize=6, alpha=0.7)
+                if N == ns[-1]:  # label only the two ends of one curve: t_end runs along each curve
+                    for r in (cur[0], cur[-1]):
+                        ax.annotate(
+                            f"t_end={r['t_end']:g}",
+                            (err(r), r["novelty"]),
+                            fontsize=7,
+                            xytext=(4, -10),
+                            textcoords="offset points",
+                        )
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("novelty: share of samples that are not copies")
-        ax.legend(fontsize=6.5, ncol=2)
+    handles, labels = axs[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(
-        f"{name}: generative capacity vs fidelity along t_end (labels: t_end for N = {ns[-1]}; "
-        f"networks: width {wmax}, {last} steps)",
-        fontsize=10,
+        f"{name}: generative capacity vs fidelity along t_end (networks: width {wmax}, {last} steps)"
     )
-    save_figure(fig, out, f"generalisation_tradeoff{suffix}.png")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    save_figure(
+        fig,
+        out,
+        f"generalisation_tradeoff{suffix}.png",
+        tight=False,
+        caption=f"{name}: novelty against imitation error (left) and distance to the true law (right) "
+        "as t_end grows, for the exact empirical score and trained networks.",
+    )
 
     fig, axs = plt.subplots(1, 4, figsize=(20, 4.6))
     t_main = cfg["t_main"]
@@ -534,15 +521,28 @@ def _figures(out, name, records, samples, pool, ns, cfg):
         ax.set_xscale("log")
         ax.set_xlabel("training-set size N")
         ax.set_ylabel(lab)
-        ax.legend(fontsize=7)
     axs[1].set_yscale("log")
     axs[2].set_yscale("log")
     axs[3].set_xscale("log")
     axs[3].set_xlabel("training steps")
     axs[3].set_ylabel("novelty (share of non-copies)")
-    axs[3].legend(fontsize=6)
-    fig.suptitle(f"{name}: against N ({last} steps) and training steps, t_end = {t_main:g}", fontsize=10)
-    save_figure(fig, out, f"generalisation_vs_n{suffix}.png")
+    handles, labels = [], []
+    for ax in axs:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(f"{name}: against N ({last} steps) and training steps, t_end = {t_main:g}")
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    save_figure(
+        fig,
+        out,
+        f"generalisation_vs_n{suffix}.png",
+        tight=False,
+        caption=f"{name}: novelty, nearest-neighbour distance and distance to the true law against N, and "
+        "novelty against training steps.",
+    )
 
     if pool.shape[1] == 2:  # samples next to the training set
         fig, axs = plt.subplots(2, len(ns), figsize=(3.2 * len(ns), 6.4), squeeze=False)
@@ -572,7 +572,13 @@ def _figures(out, name, records, samples, pool, ns, cfg):
                 ax.set_xlabel("x1")
                 ax.set_ylabel("x2")
         axs[0, 0].legend(fontsize=7)
-        save_figure(fig, out, f"generalisation_samples{suffix}.png")
+        save_figure(
+            fig,
+            out,
+            f"generalisation_samples{suffix}.png",
+            caption=f"{name}: samples of the exact empirical score and of a trained network next to the "
+            "training points.",
+        )
 
 
 if __name__ == "__main__":

@@ -9,14 +9,16 @@ from __future__ import annotations
 import pathlib
 
 
-def save_figure(fig, out_dir, file_name: str, caption: str | None = None) -> str:
+def save_figure(fig, out_dir, file_name: str, caption: str | None = None, *, tight: bool = True) -> str:
     """Save a matplotlib figure as `<out_dir>/<file_name>` with its one-line `caption`, close
-    it and return the file name. Without a caption the figure's title stands in."""
+    it and return the file name. Without a caption the figure's title stands in. `tight=False`
+    keeps a layout the caller has already made (e.g. room for a legend below the axes)."""
     import matplotlib.pyplot as plt
 
     if caption is None:
         caption = fig.get_suptitle() or next((ax.get_title() for ax in fig.axes if ax.get_title()), "")
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(
         pathlib.Path(out_dir) / file_name, dpi=110, metadata={"Description": " ".join(caption.split())}
     )
