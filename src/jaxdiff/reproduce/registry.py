@@ -13,6 +13,7 @@ EXPERIMENTS: tuple[str, ...] = (
     "lp_stability",
     "concentration",
     "generalisation",
+    "stopping_time",
     "optimise_sampler",
     "guidance_density",
     "flow_equivalence",
