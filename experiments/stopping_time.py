@@ -176,7 +176,7 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         fig,
         out,
         f"{NAME}_entropy.png",
-        caption="Relative entropy to the standard Gaussian along the OU flow, below e^(-2t) times its initial "
+        caption="Relative entropy to the standard Gaussian along the OU flow, below e^(-2t) times its start "
         "value, with equality for a shifted Gaussian.",
     )
 
