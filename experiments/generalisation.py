@@ -350,7 +350,13 @@ def _rows(records, cfg) -> list[dict]:
             nov = np.array([r["novelty"] for r in curve])
             sw = np.array([r["sw_true"] for r in curve])
             for r in net:
-                if r["dataset"] == name and r["N"] == N and r["width"] == wmax and r["stage"] == last:
+                if (
+                    r["dataset"] == name
+                    and r["N"] == N
+                    and r["width"] == wmax
+                    and r["stage"] == last
+                    and r["t_end"] == t_small
+                ):
                     # the frontier's distance to the true law at the network's novelty (the
                     # exact family's best distance among stops at least as novel)
                     more = sw[nov >= r["novelty"]]
@@ -361,7 +367,7 @@ def _rows(records, cfg) -> list[dict]:
         {
             "id": "network_generalises",
             "claim": "Generalisation comes from the imperfect score: a trained network's (novelty, distance "
-            "to the true law) lies beyond the frontier of the exact score / KDE family",
+            f"to the true law) at t_end = {t_small:g} lies beyond the frontier of the exact score / KDE family",
             "predicted": frontier,
             "measured": net_sw,
             "criterion": at_most(
