@@ -367,7 +367,7 @@ def _rows(records, cfg) -> list[dict]:
         {
             "id": "network_generalises",
             "claim": "Generalisation comes from the imperfect score: a trained network's (novelty, distance "
-            f"to the true law) at t_end = {t_small:g} lies beyond the frontier of the exact score / KDE family",
+            f"to the true law) at t_end = {t_small:g} is beyond the exact-score / KDE frontier",
             "predicted": frontier,
             "measured": net_sw,
             "criterion": at_most(
