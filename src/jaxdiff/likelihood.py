@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._checks import as_float_array, check_finite, check_time
-from .processes import AbstractProcess, reverse_drift
-from .scores import without_time_checks
+from ._checks import as_float_array, check_finite, check_time, error_if_not_finite
+from .processes import AbstractProcess, default_t_end, reverse_drift
+from .scores import check_score_process, without_time_checks
 
 
 class AbstractDivergence(eqx.Module):
@@ -105,7 +105,7 @@ def _solve(score, process, x, t_end, probes, *, divergence, solver, stepsize_con
                               max_steps=max_steps, adjoint=adjoint)
     x_T, integral = jax.tree.map(lambda a: a[-1], sol.ys)
     prior = process.prior_log_prob(x_T) if prior_log_prob is None else prior_log_prob(x_T)
-    return prior + integral
+    return error_if_not_finite(prior + integral, "log_likelihood: NaN or inf (from the score along the ODE)")
 
 
 def log_likelihood(
@@ -113,7 +113,7 @@ def log_likelihood(
     process: AbstractProcess,
     x: Float[Array, "*shape"],
     *,
-    t_end: Float[ArrayLike, ""] = 1e-3,
+    t_end: Float[ArrayLike, ""] | None = None,
     divergence: AbstractDivergence = ExactDivergence(),
     key: PRNGKeyArray | None = None,
     solver: diffrax.AbstractSolver = diffrax.Tsit5(),
@@ -130,8 +130,8 @@ def log_likelihood(
 
     - `score`: any `score(t, x)`; `process`: the forward process; `x`: one sample (batch
       with `jax.vmap`).
-    - `t_end`: the time at which the density is evaluated (`0 < t_end < T`); an array, so
-      sweeping it does not recompile.
+    - `t_end`: the time at which the density is evaluated (`0 < t_end < T`, default
+      `1e-3 * T` as in `sample`); an array, so sweeping it does not recompile.
     - `divergence`: `ExactDivergence()` or `Hutchinson(n_probes)`; `key` draws Hutchinson's probes.
     - `solver`, `stepsize_controller`, `dt0`, `max_steps`, `adjoint`: passed to
       `diffrax.diffeqsolve` (defaults: Tsit5 with rtol = atol = 1e-5). The default adjoint
@@ -142,12 +142,14 @@ def log_likelihood(
       `law.noised(process, process.T).log_prob` to remove the initialisation error.
     """
     x = check_finite("x", as_float_array("x", x))  # a NaN x would surface as "max_steps reached"
+    check_score_process(score, process)
+    t_end = default_t_end(process) if t_end is None else t_end
     t_end = check_time("t_end", jnp.asarray(t_end, x.dtype), process.T, strictly_positive=True,
-                       what="the score is singular at t = 0")
+                       strictly_below=True, what="the score is singular at t = 0")
     if not isinstance(divergence, AbstractDivergence):
         raise ValueError(f"`divergence` must be ExactDivergence() or Hutchinson(...), got {divergence!r}")
     probes = divergence.probes(key, x.shape, x.dtype)
     out = _solve(score, process, x, t_end, probes, divergence=divergence, solver=solver,
                  stepsize_controller=stepsize_controller, dt0=dt0, max_steps=max_steps, adjoint=adjoint,
                  prior_log_prob=prior_log_prob)
-    return check_finite("log_likelihood (the score returned NaN or inf along the ODE)", out)
+    return out

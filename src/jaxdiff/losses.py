@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._checks import as_float_array, check_finite, check_time
+from ._checks import as_float_array, check_time, error_if_not_finite
 from .distributions import AbstractLaw, Posterior
 from .processes import AbstractProcess
 from .scores import without_time_checks
@@ -200,9 +200,13 @@ def _loss_terms(loss, score, process, x0, key):
 
 
 def _reduce(terms, reduce: bool, what: str):
-    if not reduce:
-        return terms
-    return check_finite(what, jnp.mean(terms))
+    # a check of a computed value: on the device (eqx.error_if), no transfer to the host
+    return _checked_mean(terms, f"{what}: NaN or inf") if reduce else terms
+
+
+@eqx.filter_jit
+def _checked_mean(terms, msg: str):
+    return error_if_not_finite(jnp.mean(terms), msg)
 
 
 # ---------------------------------------------------------------------------------------

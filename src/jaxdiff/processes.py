@@ -355,6 +355,14 @@ class VE(AbstractProcess):
         return self.sigma(self.T)
 
 
+DEFAULT_T_END_FRACTION = 1e-3
+
+
+def default_t_end(process: AbstractProcess) -> Scalar:
+    """The package-wide default stopping time `1e-3 * T` (sampling, likelihood, the CLI)."""
+    return DEFAULT_T_END_FRACTION * process.T
+
+
 # ---- the reverse-time dynamics -------------------------------------------------------------
 
 

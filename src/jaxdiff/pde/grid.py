@@ -139,9 +139,9 @@ class Grid(eqx.Module):
     def evaluate(self, fn: Callable[[Float[Array, " d"]], Float[Array, ""]]) -> Float[Array, "*shape"]:
         """`fn` (one point in, one scalar out) at every cell centre, shape `shape`."""
         pts = self.points().reshape(-1, self.ndim)
-        # One compiled call rather than op-by-op dispatch (several times faster on CPU);
-        # `fn` is closed over, so its Python-level checks see concrete values.
-        return jax.jit(lambda x: jax.vmap(fn)(x))(pts).reshape(self.shape)
+        # One compiled call rather than op-by-op dispatch, cached across calls: a bound method
+        # of a Module (`law.log_prob`) is a pytree, so a new law of the same structure reuses it.
+        return _evaluate(fn, pts).reshape(self.shape)
 
     def density(self, log_prob: Callable[[Float[Array, " d"]], Float[Array, ""]]) -> Float[Array, "*shape"]:
         """`exp(log_prob)` at cell centres, e.g. `grid.density(law.noised(process, t).log_prob)`."""
@@ -160,3 +160,8 @@ class Grid(eqx.Module):
         idx = jnp.clip(idx, 0, jnp.asarray(self.shape) - 1)
         flat = jnp.ravel_multi_index(tuple(idx[:, k] for k in range(self.ndim)), self.shape, mode="clip")
         return flat, inside
+
+
+@eqx.filter_jit
+def _evaluate(fn, pts):
+    return jax.vmap(fn)(pts)

@@ -227,8 +227,9 @@ class CFLStepSize(dfx.AbstractStepSizeController):
 # ---------------------------------------------------------------------------------------
 
 
-def _check_cover(grid: Grid, name: str, u, tol, what: str):
-    """Refuse densities with more than `tol` of their mass in the outermost cells."""
+def _check_cover(grid: Grid, name: str, u, tol, what: str, *, on_device: bool = False):
+    """Refuse densities with more than `tol` of their mass in the outermost cells: eagerly
+    for an argument, with `eqx.error_if` for a computed density (`on_device`)."""
     if tol is None:
         return u
     batch = u.reshape(-1, *grid.shape)
@@ -238,7 +239,7 @@ def _check_cover(grid: Grid, name: str, u, tol, what: str):
         f"the grid does not cover {what}: more than boundary_tol={tol:g} of the mass of `{name}` lies in "
         "the outermost cells; enlarge the box (lower/upper) or raise `boundary_tol`"
     )
-    if is_concrete(frac):
+    if is_concrete(frac) and not on_device:
         worst = float(np.max(np.asarray(frac)))
         if worst > tol:
             raise ValueError(f"{msg} (found {worst:.3g})")
@@ -253,8 +254,14 @@ def _scalar_time(name, t):
     return t
 
 
+_CFL_MESSAGE = (
+    f"the advective CFL number exceeded {CFL_LIMIT} (positivity of the density is not "
+    "guaranteed): use more `steps`, or the default CFL-controlled steps"
+)
+
+
 @eqx.filter_jit
-def _integrate(term, solver, controller, y0, span, save_s, max_steps, adjoint, progress_meter):
+def _integrate(term, solver, controller, y0, span, save_s, max_steps, adjoint, progress_meter, boundary_tol):
     saveat = dfx.SaveAt(ts=save_s, solver_state=True)
     sol = dfx.diffeqsolve(
         term,
@@ -269,7 +276,12 @@ def _integrate(term, solver, controller, y0, span, save_s, max_steps, adjoint, p
         adjoint=adjoint,
         progress_meter=progress_meter,
     )
-    return sol.ys, sol.solver_state, sol.stats["num_accepted_steps"]
+    ys, cfl = sol.ys, sol.solver_state
+    # checks of computed values, on the device: nothing is pulled back to the host
+    if isinstance(solver, IMEX):
+        ys = eqx.error_if(ys, cfl > CFL_LIMIT * (1 + 1e-9), _CFL_MESSAGE)
+    ys = _check_cover(term.grid, "the solution", ys, boundary_tol, "the evolved density", on_device=True)
+    return ys, cfl, sol.stats["num_accepted_steps"]
 
 
 def solve_fokker_planck(
@@ -399,19 +411,8 @@ def solve_fokker_planck(
 
     term = FokkerPlanckTerm(grid, process, dynamics, score, limiter, t0)
     ys, cfl, n_steps = _integrate(
-        term, solver, stepsize_controller, p0, span, save_s, max_steps, adjoint, progress_meter
+        term, solver, stepsize_controller, p0, span, save_s, max_steps, adjoint, progress_meter, boundary_tol
     )
-    if isinstance(solver, IMEX):
-        msg = (
-            f"the advective CFL number exceeded {CFL_LIMIT} (positivity of the density is not "
-            "guaranteed): use more `steps`, or the default CFL-controlled steps"
-        )
-        if is_concrete(cfl):
-            if float(cfl) > CFL_LIMIT * (1 + 1e-9):
-                raise ValueError(f"{msg} (reached {float(cfl):.3g})")
-        else:
-            ys = eqx.error_if(ys, cfl > CFL_LIMIT * (1 + 1e-9), msg)
-    ys = _check_cover(grid, "the solution", ys, boundary_tol, "the evolved density")
     out = ys[-1] if saveat is None else ys
     if return_stats:
         return out, dict(steps=n_steps, max_cfl=cfl)

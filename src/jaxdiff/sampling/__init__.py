@@ -21,7 +21,7 @@ from .diffrax_nfe import solver_nfe as solver_nfe
 from .diffrax_sde import DiffraxReverseSDE as DiffraxReverseSDE, GridBrownianPath as GridBrownianPath
 from .dpm_solver import DPMSolverPP as DPMSolverPP
 from .edm import EDMHeun as EDMHeun, noise_level as noise_level
-from .entry import default_t_end as default_t_end, sample as sample
+from .entry import sample as sample
 from .exact import ExactSampler as ExactSampler
 from .grids import (
     AbstractGrid as AbstractGrid,

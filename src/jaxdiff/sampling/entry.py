@@ -19,7 +19,7 @@ from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
 from .._checks import as_float_array, check_finite, check_time, error_if_not_finite, is_concrete
 from ..interpolants import AbstractInterpolant
-from ..processes import AbstractProcess
+from ..processes import AbstractProcess, default_t_end
 from ..scores import check_score_process, without_time_checks
 from ..velocity import as_velocity_score
 from .adjoint import AbstractAdjoint, check_adjoint
@@ -31,12 +31,6 @@ Scalar = Float[ArrayLike, ""]
 Score = Callable[[Any, Any], Any]
 
 DEFAULT_STEPS = 100
-DEFAULT_T_END_FRACTION = 1e-3  # t_end defaults to 1e-3 * T
-
-
-def default_t_end(process: AbstractProcess):
-    """The package-wide default stopping time, `1e-3 * T`."""
-    return DEFAULT_T_END_FRACTION * process.T
 
 
 def _check_shape(shape) -> tuple[int, ...]:
