@@ -207,8 +207,8 @@ def default_optimizer_for(steps: int) -> optax.GradientTransformation:
 
 def train(
     score: AbstractScore,
-    data: Array | AbstractLaw,
     process: AbstractProcess,
+    data: Array | AbstractLaw,
     *,
     key: PRNGKeyArray,
     steps: int,
@@ -232,9 +232,10 @@ def train(
     **Arguments:**
 
     - `score`: the score to train, e.g. `NetworkScore(MLP(2, key=k), process)`.
+    - `process`: the forward process (must equal `score.process`); as everywhere, right
+      after the score. (The earlier order `train(score, data, process)` is still accepted.)
     - `data`: training data of shape `(N, *sample_shape)` (minibatches drawn with
       replacement), or an exact law (fresh samples every step).
-    - `process`: the forward process (must equal `score.process`).
     - `key`: the run's key; step `k` uses `fold_in(key, k)`.
     - `steps`: total number of optimisation steps (a resumed run continues up to it).
     - `batch_size`: examples per step (divisible by the number of `devices`).
@@ -279,6 +280,8 @@ def train(
     """
     from tqdm import tqdm
 
+    if isinstance(data, AbstractProcess) and not isinstance(process, AbstractProcess):
+        process, data = data, process  # the earlier order train(score, data, process)
     if not isinstance(score, AbstractScore):
         raise ValueError(f"`score` must be a jaxdiff score (e.g. NetworkScore), got {type(score).__name__}")
     if not isinstance(process, AbstractProcess):
