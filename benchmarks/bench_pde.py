@@ -60,7 +60,7 @@ def throughput(case: str, grid, process, p0, t0, t1, score, dynamics, rounds: in
     span = abs(float(t1) - float(t0))
     ds = span / steps
     term = FokkerPlanckTerm(grid, process, dynamics, score, pde.VanLeer(), jnp.asarray(t0, p0.dtype))
-    solver = IMEX()
+    solver = IMEX(operator=term)
 
     @jax.jit
     def bare(p):
@@ -70,7 +70,8 @@ def throughput(case: str, grid, process, p0, t0, t1, score, dynamics, rounds: in
             y, _, _, st, _ = solver.step(term, s, s + ds, y, None, st, False)
             return y, st
 
-        return jax.lax.fori_loop(0, steps, body, (p, jnp.zeros((), p.dtype)))[0]
+        y0 = (p, jnp.zeros((), p.dtype))  # the solver's state is (density, advective rate)
+        return jax.lax.fori_loop(0, steps, body, (y0, jnp.zeros((), p.dtype)))[0][0]
 
     times = measure({"solve": lambda: solve()[0], "bare": lambda: bare(p0)}, rounds=rounds)
     cs = grid.n_cells * steps

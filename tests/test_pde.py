@@ -292,3 +292,12 @@ def test_forward_3d_matches_product_of_1d_errors():
     assert e3 <= 3.3 * e1
     assert abs(float(g3.integrate(p3)) - float(g3.integrate(g3.density(law3.log_prob)))) < 1e-10
     assert float(jnp.min(p3)) >= 0.0
+
+
+def test_imex_has_no_error_estimate_for_an_error_controller():
+    # IMEX passes the advective rate in its state, not in Diffrax's error-estimate slot: an
+    # error-based controller is refused instead of reading the rate as an error.
+    with pytest.raises(RuntimeError, match="error estimates"):
+        pde.solve_fokker_planck(
+            OU, _G32, _P32, t0=0.0, t1=0.5, stepsize_controller=dfx.PIDController(rtol=1e-3, atol=1e-3)
+        )

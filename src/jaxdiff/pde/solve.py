@@ -14,6 +14,12 @@ differentiable with respect to the initial density and the score's parameters. T
 stiff diffusion imposes no step limit; the step follows the advective CFL condition
 (`CFLStepSize`), so the solver takes large steps where the drift is mild and small ones
 where the score is steep (near `t_end`).
+
+The state of the solve is the pair `(density, rate)`: `rate`, the advective rate
+`sum_k max|b_k| / h_k` met in the last step, is how `IMEX` tells `CFLStepSize` the next
+step. Diffrax's error-estimate slot stays what it means (`IMEX` has no error estimate, so
+an error-based controller such as `PIDController` refuses it), and the largest CFL number
+of the accepted steps is `IMEX`'s own solver state.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class FokkerPlanckTerm(dfx.AbstractTerm):
     r"""The method-of-lines vector field $p \mapsto -\mathrm{div}_h(b\,p) + \frac{a}{2}\Delta_h p$
     of a dynamics on a grid, as a function of the running time `s`.
 
+    Its state is `(p, rate)` (see the module notes; `rate` does not evolve under `vf`).
     Usable with any Diffrax ODE solver (`vf` is the full right-hand side); `IMEX` uses its
     pieces (`velocities`, `advect`, `diffusivity`) separately.
     """
@@ -100,27 +107,18 @@ class FokkerPlanckTerm(dfx.AbstractTerm):
     # ---- the diffrax.AbstractTerm interface ----------------------------------------------
 
     def vf(self, t, y, args):
+        p, rate = y
         vels, _ = self.velocities(t)
-        out = self.advect(y, vels)
+        out = self.advect(p, vels)
         if self.dynamics.has_diffusion:
-            out = out + self.diffusivity(t) * laplacian(self.grid, y)
-        return out
+            out = out + self.diffusivity(t) * laplacian(self.grid, p)
+        return out, jnp.zeros_like(rate)
 
     def contr(self, t0, t1, **kwargs):
         return t1 - t0
 
     def prod(self, vf, control):
-        return vf * control
-
-
-def _unwrap(terms) -> FokkerPlanckTerm:
-    # diffeqsolve wraps every term to normalise the direction of time; the running time
-    # `s` always increases here, so the wrapper is the identity and can be looked through.
-    while not isinstance(terms, FokkerPlanckTerm):
-        if not hasattr(terms, "term"):
-            raise ValueError(f"IMEX and CFLStepSize need a FokkerPlanckTerm, got {type(terms).__name__}")
-        terms = terms.term
-    return terms
+        return jax.tree.map(lambda v: v * control, vf)
 
 
 class IMEX(dfx.AbstractSolver):
@@ -128,13 +126,18 @@ class IMEX(dfx.AbstractSolver):
     $D_{\Delta/2}\, A_\Delta\, D_{\Delta/2}$ with exact or implicit diffusion $D$ and an
     explicit SSP-RK2 step $A$ of the limited upwind advection.
 
-    Second order in time. Its error estimate is not a truncation error: it reports the
+    Second order in time. It has no error estimate; the new state `(p, rate)` carries the
     advective rate `max_k sum |b_k| / h_k` met in the step, which `CFLStepSize` turns into
-    the next step; its state is the largest CFL number of the accepted steps (checked
-    against 1/2 after the solve).
+    the next step. Its solver state is the largest CFL number of the accepted steps
+    (checked against 1/2 after the solve).
+
+    The operator pieces come from `operator`, the `FokkerPlanckTerm` being solved, which
+    `solve_fokker_planck` sets (Diffrax hands solvers its own wrapper of the term, which
+    only forwards the `AbstractTerm` interface).
     """
 
     diffusion: AbstractDiffusion = Spectral()
+    operator: FokkerPlanckTerm | None = None
 
     term_structure: ClassVar = FokkerPlanckTerm
     interpolation_cls: ClassVar = dfx.LocalLinearInterpolation
@@ -143,34 +146,38 @@ class IMEX(dfx.AbstractSolver):
         return 2
 
     def init(self, terms, t0, t1, y0, args):
-        return jnp.zeros((), y0.dtype)
+        return jnp.zeros((), y0[0].dtype)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        del args, made_jump
-        terms = _unwrap(terms)
+        del terms, args, made_jump
+        op = self.operator
+        if op is None:
+            raise ValueError("IMEX needs its `operator` (the FokkerPlanckTerm): use solve_fokker_planck")
         ds = t1 - t0
         mid = t0 + 0.5 * ds
-        y = y0
-        if terms.dynamics.has_diffusion:
-            y = self.diffusion(terms.grid, y, terms.diffusion_integral(t0, mid))
-        v0, r0 = terms.velocities(t0)
-        y1 = y + ds * terms.advect(y, v0)
-        v1, r1 = terms.velocities(t1)
-        y = 0.5 * y + 0.5 * (y1 + ds * terms.advect(y1, v1))
-        if terms.dynamics.has_diffusion:
-            y = self.diffusion(terms.grid, y, terms.diffusion_integral(mid, t1))
-        rate = jnp.maximum(r0, r1)
+        y, _ = y0
+        if op.dynamics.has_diffusion:
+            y = self.diffusion(op.grid, y, op.diffusion_integral(t0, mid))
+        v0, r0 = op.velocities(t0)
+        y1 = y + ds * op.advect(y, v0)
+        v1, r1 = op.velocities(t1)
+        y = 0.5 * y + 0.5 * (y1 + ds * op.advect(y1, v1))
+        if op.dynamics.has_diffusion:
+            y = self.diffusion(op.grid, y, op.diffusion_integral(mid, t1))
+        rate = jnp.maximum(r0, r1).astype(y0[1].dtype)
         cfl = jnp.maximum(solver_state, ds * rate)
-        return y, rate, dict(y0=y0, y1=y), cfl, dfx.RESULTS.successful
+        new = (y, rate)
+        return new, None, dict(y0=y0, y1=new), cfl, dfx.RESULTS.successful
 
     def func(self, terms, t0, y0, args):
-        return _unwrap(terms).vf(t0, y0, args)
+        return terms.vf(t0, y0, args)
 
 
 class CFLStepSize(dfx.AbstractStepSizeController):
     """Steps set by the advective CFL condition, for the `IMEX` solver.
 
-    Each step is `cfl / rate` (the rate that `IMEX` reports, `sum_k max|b_k| / h_k`), at
+    Each step is `cfl / rate` (the rate `sum_k max|b_k| / h_k` that `IMEX` leaves in the
+    state `(p, rate)`), at
     most `(t1 - t0) / min_steps`; a step whose realised CFL number exceeded 1/2 (the drift
     grew within it) is rejected and retried. Steps land exactly on `step_ts` (save times),
     so saved densities carry no interpolation error.
@@ -207,7 +214,7 @@ class CFLStepSize(dfx.AbstractStepSizeController):
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         dtmax = (t1 - t0) / self.min_steps
-        _, rate = _unwrap(terms).velocities(t0)
+        _, rate = y0  # the rate at t0, set by solve_fokker_planck
         dt = jnp.minimum(self.cfl / jax.lax.stop_gradient(rate), dtmax)
         if dt0 is not None:
             dt = jnp.minimum(dt, dt0)
@@ -215,7 +222,7 @@ class CFLStepSize(dfx.AbstractStepSizeController):
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
         dtmax = controller_state
-        rate = jax.lax.stop_gradient(y_error)
+        rate = jax.lax.stop_gradient(y1_candidate[1])
         keep = (t1 - t0) * rate <= CFL_LIMIT
         tprev = jnp.where(keep, t1, t0)
         dt = jnp.minimum(self.cfl / rate, dtmax)
@@ -263,22 +270,27 @@ _CFL_MESSAGE = (
 @eqx.filter_jit
 def _integrate(term, solver, controller, y0, span, save_s, max_steps, adjoint, progress_meter, boundary_tol):
     saveat = dfx.SaveAt(ts=save_s, solver_state=True)
+    imex = isinstance(solver, IMEX)
+    if imex:
+        solver = IMEX(solver.diffusion, operator=term)
+    rate0 = term.velocities(jnp.zeros_like(span))[1] if imex else jnp.zeros((), y0.dtype)
     sol = dfx.diffeqsolve(
         term,
         solver,
         t0=jnp.zeros_like(span),
         t1=span,
         dt0=None,
-        y0=y0,
+        y0=(y0, rate0.astype(y0.dtype)),
         saveat=saveat,
         stepsize_controller=controller,
         max_steps=max_steps,
         adjoint=adjoint,
         progress_meter=progress_meter,
     )
-    ys, cfl = sol.ys, sol.solver_state
+    ys = sol.ys[0]
+    cfl = sol.solver_state if imex else jnp.full((), jnp.nan, ys.dtype)  # tracked by IMEX only
     # checks of computed values, on the device: nothing is pulled back to the host
-    if isinstance(solver, IMEX):
+    if imex:
         ys = eqx.error_if(ys, cfl > CFL_LIMIT * (1 + 1e-9), _CFL_MESSAGE)
     ys = _check_cover(term.grid, "the solution", ys, boundary_tol, "the evolved density", on_device=True)
     return ys, cfl, sol.stats["num_accepted_steps"]
