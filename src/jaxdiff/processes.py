@@ -268,7 +268,7 @@ class CosineVP(AbstractProcess):
     `alpha(t)^2 = cos^2(u(t)) / cos^2(u(0))`, `u(t) = (pi/2) (t + s) / (1 + s)`, `g^2 = -2 f`.
 
     The schedule's drift `f = -(pi/2)/(1+s) tan u` is unbounded at `t = 1`, so the default
-    horizon stops at `T = 0.98` (`alpha(T) = 0.031`, `g(T)^2 = 101`, about five times VP's
+    horizon stops at `T = 0.98` (`alpha(T) = 0.031`, `g(T)^2 = 100`, about five times VP's
     largest `beta`).
     """
 
