@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._checks import is_concrete
-from ..processes import AbstractProcess
+from ..processes import AbstractProcess, reverse_drift
 from ..scores import without_time_checks
 from .adjoint import BackpropAdjoint
 from .base import AbstractScoreSampler, denoiser
@@ -78,8 +78,8 @@ class AdaptiveSDE(AbstractScoreSampler):
 
         bm = diffrax.VirtualBrownianTree(t1, t0, tol=self.brownian_tol * (t0 - t1), shape=x.shape, key=key)
 
-        def b(t, y):
-            return process.f(t) * y - process.g2(t) * score(t, y)
+        def b(t, y):  # the drift in ordinary time: minus the reverse-time drift
+            return -reverse_drift(process, score, t, y)
 
         def cond(c):
             t, h, y, yp, k, j = c
