@@ -158,10 +158,10 @@ class AbstractVelocity(eqx.Module):
         """This velocity as a jaxdiff score."""
         return VelocityScore(self)
 
+    @abc.abstractmethod
     def without_time_checks(self) -> AbstractVelocity:
         """This velocity without run-time checks of a traced `t` (see
         `AbstractScore.without_time_checks`); velocities without checks return themselves."""
-        return self
 
 
 class ExactVelocity(AbstractVelocity):
