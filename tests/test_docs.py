@@ -139,3 +139,9 @@ def test_cli_page_names_every_flag():
     flags = [(verb, opt) for verb, sub in verbs.items() for a in sub._actions for opt in a.option_strings]
     missing = [f"{v} {o}" for v, o in flags if o.startswith("--") and o != "--help" and o not in page]
     assert not missing, f"docs/api/cli.md does not mention: {missing}"
+
+
+def test_readme_links_resolve():
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    missing = [link for link in links if "://" not in link and not (ROOT / link).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
