@@ -21,6 +21,7 @@ from .processes import (
     AbstractProcess as AbstractProcess,
     CosineVP as CosineVP,
     SubVP as SubVP,
+    default_t_end as default_t_end,
     reverse_coefficients as reverse_coefficients,
     reverse_drift as reverse_drift,
 )
