@@ -54,7 +54,7 @@ PROFILES = {
         "depth": 1,
         "stages": (0, 100, 400),
         "batch": 128,
-        "n_eval_cloud": 4000,
+        "n_eval_cloud": 40_000,
     },
     "quick": {
         "n_eval": 200_000,
