@@ -412,10 +412,7 @@ def _rows(records, cfg) -> list[dict]:
 
 
 def _figures(out, name, records, samples, pool, ns, cfg):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the backend is the caller's (`report_settings` picks Agg)
 
     t_ends, last, wmax = cfg["t_ends"], max(cfg["stages"]), max(cfg["widths"])
     cmap = plt.get_cmap("viridis")

@@ -319,10 +319,7 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
 
 
 def _run(out: pathlib.Path, cfg: dict, key):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the backend is the caller's (`report_settings` picks Agg)
 
     heat, ou = _heat_process(), jd.OU()
     s2s = {p: jnp.geomspace(*r, cfg["n_t"]) for p, r in SIGMA2_RANGE.items()}
