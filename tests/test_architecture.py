@@ -172,3 +172,16 @@ def test_reverse_sde_split_and_process_mismatch_are_clear_errors():
         jd.log_likelihood(score, jd.VP(), jnp.zeros(2))
     # equal parameters given as a float and as an array are the same process
     jd.sample(jax.random.PRNGKey(0), score, jd.OU(T=jnp.asarray(5.0)), (2, 2), steps=2)
+
+
+def test_train_takes_process_after_the_score():
+    process = jd.OU()
+    data = jax.random.normal(jax.random.PRNGKey(0), (16, 2))
+    score = jd.NetworkScore(jd.nn.MLP(2, key=jax.random.PRNGKey(1), width=8, depth=1), process)
+    kw = dict(key=jax.random.PRNGKey(2), steps=2, batch_size=4, progress=False, log_every=2)
+    new = jd.train(score, process, data, **kw)
+    old = jd.train(score, data, process, **kw)  # the earlier order still works, to the bit
+    for a, b in zip(
+        jax.tree.leaves(eqx.filter(new, eqx.is_array)), jax.tree.leaves(eqx.filter(old, eqx.is_array))
+    ):
+        np.testing.assert_array_equal(a, b)
