@@ -224,7 +224,8 @@ def test_exact_flow_samples_match_the_law():
 
 def test_samplers_start_at_T_and_sde_samplers_say_why_not(key):
     v = jd.ExactVelocity(LIN, MIX)
-    for sampler in (jd.ProbabilityFlow(diffrax.Euler()), jd.DDPM()):
+    # (the probability flow starts at T in the order test)
+    for sampler in (jd.DDPM(),):
         x = jd.sample(key, v, LIN, (16, 2), sampler=sampler, steps=4)
         assert np.all(np.isfinite(np.asarray(x)))
     with pytest.raises(Exception, match=r"alpha\(T\) = 0 makes f and g\^2 infinite"):
