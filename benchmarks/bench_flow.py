@@ -46,7 +46,7 @@ SIZES = {
         ot_steps=3000,
         batch=256,
         reflow_pairs=20000,
-        reflow_steps=8000,
+        reflow_steps=20000,
         ema=0.99,
         ot_epsilon=0.05,
     ),
