@@ -101,7 +101,7 @@ def run(quick: bool = True) -> dict:
     def train(loss, steps, k, init=None, data=law):
         net = init if init is not None else jd.NetworkScore(MLP(2, key=k_model), proc, jd.VelocityParam(sd))
         t0 = time.perf_counter()
-        out = jd.train(net, data, proc, key=k, steps=steps, batch_size=cfg["batch"], loss=loss,
+        out = jd.train(net, proc, data, key=k, steps=steps, batch_size=cfg["batch"], loss=loss,
                        optimizer=optax.adam(1e-3), ema=cfg["ema"], progress=False)  # fmt: skip
         return out, time.perf_counter() - t0
 

@@ -336,7 +336,7 @@ def test_velocity_network_trains_and_reflows():
     out = net.model(net.parametrisation.c_noise(LIN, 1.0), x)
     np.testing.assert_allclose(jd.NetworkVelocity(net)(1.0, x), net.parametrisation.c_out(LIN, 1.0) * out)
     loss = jd.FlowMatchingLoss()
-    trained = jd.train(net, MIX, LIN, key=key, steps=20, batch_size=32, loss=loss, progress=False)
+    trained = jd.train(net, LIN, MIX, key=key, steps=20, batch_size=32, loss=loss, progress=False)
     x = jd.sample(key, trained, LIN, (8, 2), sampler=jd.DDIM(), steps=4)
     assert np.all(np.isfinite(np.asarray(x)))
     new, pairs = jd.reflow(

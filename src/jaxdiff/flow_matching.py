@@ -215,7 +215,7 @@ def reflow(
     loss = FlowMatchingLoss(coupling=PairedCoupling(), t_min=t_min)
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     new = train(
-        score, pairs, process, key=k_train, steps=steps, batch_size=batch_size, loss=loss,
+        score, process, pairs, key=k_train, steps=steps, batch_size=batch_size, loss=loss,
         optimizer=optimizer, **train_kwargs,
     )  # fmt: skip
     return (new, pairs) if return_pairs else new
