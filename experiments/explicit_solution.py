@@ -1,7 +1,7 @@
 r"""Explicit solution of the reverse SDE for a fixed start, and DDPM / DDIM (P1b).
 
 For data `delta_{x0}` and the OU process on `[0, T]`, the reverse SDE started at a point
-`y0` at time `T` is linear; its solution is the OU bridge (THEORY.md §2):
+`y0` at time `T` is linear; its solution is the OU bridge (docs/theory.md):
 
     Y_t ~ N( e^-t x0 + (sinh t / sinh T)(y0 - e^-T x0),  s_t^2 s_{T-t}^2 / s_T^2 I ),
     s_t^2 = 1 - e^-2t.
@@ -11,7 +11,7 @@ Measurements:
 1. reverse-SDE paths (Euler–Maruyama, log-SNR grid, exact score of the point) against the
    bridge's mean and variance at every grid time (z-scores with Monte Carlo standard errors);
 2. the DDPM posterior `q(x_{k-1} | x_k, x0)` (Ho et al.'s formulas with
-   `alpha_bar_k = e^-2t_k`) against THEORY's sinh form and `jd.sampling.bridge`, on many
+   `alpha_bar_k = e^-2t_k`) against docs/theory.md's sinh form and `jd.sampling.bridge`, on many
    `(t, s)` pairs (float64 identities). (A former check, `jd.DDPM` with 4 steps against the
    bridge law for a point mass, is dropped: DDPM's step is built from these very
    coefficients, so it compared the library with itself; the identity above is the
@@ -81,7 +81,7 @@ def _s2(t):
 
 
 def bridge_law(t, x0=X0, y0=Y0, T=T):
-    """THEORY.md's OU bridge: mean and variance of `Y_t` given `Y_T = y0`, data `delta_{x0}`."""
+    """docs/theory.md's OU bridge: mean and variance of `Y_t` given `Y_T = y0`, data `delta_{x0}`."""
     t = np.asarray(t, float)
     mean = np.exp(-t)[..., None] * x0 + (np.sinh(t) / np.sinh(T))[..., None] * (y0 - np.exp(-T) * x0)
     return mean, _s2(t) * _s2(T - t) / _s2(T)
@@ -101,7 +101,7 @@ def _ddpm_posterior_ho(t, s):
 
 
 def _ddpm_posterior_sinh(t, s):
-    """THEORY.md's form: `sinh s / sinh t`, `e^-s s_{t-s}^2 / s_t^2`, `s_s^2 s_{t-s}^2 / s_t^2`."""
+    """docs/theory.md's form: `sinh s / sinh t`, `e^-s s_{t-s}^2 / s_t^2`, `s_s^2 s_{t-s}^2 / s_t^2`."""
     return np.sinh(s) / np.sinh(t), np.exp(-s) * _s2(t - s) / _s2(t), _s2(s) * _s2(t - s) / _s2(t)
 
 

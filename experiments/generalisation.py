@@ -1,4 +1,4 @@
-r"""Generalisation comes from the imperfect score: novelty against fidelity (P1, P2; THEORY.md §3).
+r"""Generalisation comes from the imperfect score: novelty against fidelity (P1, P2; docs/theory.md).
 
 The exact empirical score of `N` training points is the unique minimiser of the DSM loss and
 memorises: stopped at `t_end -> 0` its reverse samples are copies of training points (P1c).

@@ -1,4 +1,4 @@
-r"""Li–Yau along heat flows, its OU analogue, and de Bruijn's identity (P2; THEORY.md §4).
+r"""Li–Yau along heat flows, its OU analogue, and de Bruijn's identity (P2; docs/theory.md).
 
 For a positive solution of the heat equation $\partial_t u = \kappa \Delta u$ on
 $\mathbb{R}^d$, Li–Yau's inequality reads

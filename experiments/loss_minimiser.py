@@ -5,7 +5,7 @@ The denoising score-matching loss with weighting `sigma^2` and `t` uniform on `[
     L(s) = E_t sigma^2 E| s(t, alpha X0 + sigma Z) + Z / sigma |^2,
 
 splits into `E_t sigma^2 E|s - grad log p_t|^2` plus the floor
-`E_t alpha^2 / sigma^2 E tr Cov(X0 | X_t)` (THEORY.md §3), so the exact score is its unique
+`E_t alpha^2 / sigma^2 E tr Cov(X0 | X_t)` (docs/theory.md), so the exact score is its unique
 minimiser. Measurements:
 
 1. Gaussian data `N(0, c I_d)` under OU: `tr Cov(X0 | X_t) = d c sigma^2 / (alpha^2 c + sigma^2)`,

@@ -1,4 +1,4 @@
-r"""`L^p` stability of the backward Fokker–Planck flows and their relative entropy (P2; THEORY.md §4).
+r"""`L^p` stability of the backward Fokker–Planck flows and their relative entropy (P2; docs/theory.md).
 
 Setting: the heat flow $\partial_t u = \kappa\Delta u$ (`jd.pde.HeatFlow`, $\kappa = 1$) on
 $[0, T]$, data $\rho_0$, exact score $\nabla\log u(t)$. A backward solution $v$ starts from any

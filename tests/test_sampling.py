@@ -1,7 +1,7 @@
 """Sampling engine: the exact bridge, grids, DDPM/DDIM exactness, input checks,
 reproducibility, jit and gradients. Statistical accuracy lives in test_sampling_accuracy.py.
 
-Closed forms come from THEORY.md §2 (OU bridge), Ho et al. 2020 (DDPM posterior) and Gaussian
+Closed forms come from docs/theory.md (OU bridge), Ho et al. 2020 (DDPM posterior) and Gaussian
 conditioning; statistical tolerances are stated next to each check.
 """
 
@@ -51,7 +51,7 @@ def test_bridge_is_gaussian_conditioning(process):
 
 
 def test_bridge_matches_theory_ou_formulas():
-    # THEORY.md §2: coefficient of x_t is sinh s / sinh t, of x0 is e^-s s_{t-s}^2 / s_t^2,
+    # docs/theory.md: coefficient of x_t is sinh s / sinh t, of x0 is e^-s s_{t-s}^2 / s_t^2,
     # variance s_s^2 s_{t-s}^2 / s_t^2 with s_u^2 = 1 - e^-2u.
     s2 = lambda u: 1 - math.exp(-2 * u)
     x_t, x0 = jnp.array([1.5, -0.2]), jnp.array([-0.5, 2.0])
@@ -148,7 +148,7 @@ def test_ddpm_step_is_the_bridge_transition():
 
 
 def test_ddim_is_the_exact_flow_of_a_dirac_law():
-    # THEORY.md §2: for rho_0 = delta_{x0} the PF-ODE gives Y_t = e^-t x0 + (s_t / s_T)(y0 - e^-T x0)
+    # docs/theory.md: for rho_0 = delta_{x0} the PF-ODE gives Y_t = e^-t x0 + (s_t / s_T)(y0 - e^-T x0)
     # on OU; DDIM (eta = 0) is exact for any grid. Also: denoise=True returns x0, and the
     # trajectory has every grid time plus t = 0.
     T, t_end = float(OU.T), 0.05
