@@ -110,8 +110,15 @@ class PointCloud(AbstractLaw):
         return True
 
     def _coefficients(self, alpha, sigma, x):
-        """`a`, `b` of the logits and the query relative to the centre, `x - alpha c`."""
-        return alpha / sigma**2, 0.5 * alpha**2 / sigma**2, shifted_query(x, alpha, self.center)
+        """`a`, `b` of the logits and the query relative to the centre, `x - alpha c`.
+
+        A cloud that needs no centre skips the shift (a `cond`, so `r` is a buffer of its
+        own): fused into XLA:CPU's GEMM fusion, the shift's extra operands made the batched
+        score 1.3x slower in wall-clock time."""
+        dtype = jnp.result_type(x, alpha, self.center)
+        shift = lambda: shifted_query(x, alpha, self.center)
+        r = jax.lax.cond(jnp.any(self.center != 0), shift, lambda: jnp.asarray(x, dtype))
+        return alpha / sigma**2, 0.5 * alpha**2 / sigma**2, r
 
     def _logits_of(self, a, b, r):
         """The logits of chunk `c` for the one query `r` (relative to the centre)."""
