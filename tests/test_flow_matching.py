@@ -257,6 +257,9 @@ class _Shift(jd.AbstractVelocity):
     def __init__(self, base, delta):
         self.base, self.delta = base, delta
 
+    def without_time_checks(self):
+        return _Shift(self.base.without_time_checks(), self.delta)
+
     @property
     def process(self):
         return self.base.process
