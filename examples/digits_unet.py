@@ -31,8 +31,8 @@ def main(argv=None) -> str:
     score = jd.NetworkScore(net, process, jd.EDMParam(sigma_data=0.5))
     score = jd.train(
         score,
-        data,
         process,
+        data,
         key=jax.random.PRNGKey(1),
         steps=steps,
         batch_size=128,

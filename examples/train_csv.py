@@ -49,7 +49,7 @@ def main(argv=None) -> str:
     score = jd.NetworkScore(net, process, jd.EDMParam(sigma_data=1.0))
     loss = jd.DSMLoss(jd.EDMWeighting(1.0), jd.LogNormalTime())
     score, log = jd.train(
-        score, data, process, key=jax.random.PRNGKey(2), steps=steps, batch_size=256, loss=loss,
+        score, process, data, key=jax.random.PRNGKey(2), steps=steps, batch_size=256, loss=loss,
         progress=False, return_log=True,
     )  # fmt: skip
     x = jd.sample(jax.random.PRNGKey(3), score, process, (n_samples, data.shape[1]), steps=200)
