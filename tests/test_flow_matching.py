@@ -267,9 +267,6 @@ class _Shift(jd.AbstractVelocity):
     def __call__(self, t, x):
         return self.base(t, x) + self.delta
 
-    def without_time_checks(self):
-        return _Shift(self.base.without_time_checks(), self.delta)
-
 
 def test_flow_matching_loss_minimum_and_gradients():
     # L(v + delta) - L(v) has mean |delta|^2 at the exact velocity (the cross term has mean 0)
