@@ -22,7 +22,7 @@ import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXPECTED = ("score", "sampling", "training", "pde", "compile", "scale")  # issue 8's list, in table order
+EXPECTED = ("score", "sampling", "training", "pde", "compile", "scale")  # the core modules, in table order
 
 
 def discover() -> list[str]:

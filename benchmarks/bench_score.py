@@ -39,7 +39,7 @@ DENSE_REF_MAX_BYTES = 2**29  # the dense reference materialises B x N float32 lo
 
 
 def targets(backend: str) -> dict:
-    """Issue 3 and issue 8 targets, keyed by (d, N, B)."""
+    """The throughput targets (ratio to the same-run matmul), keyed by (d, N, B)."""
     if backend == "cpu":
         return {(64, 1_000, 4096): ">= 0.8", (3072, 1_000, 1024): ">= 0.95", (64, 1_000_000, 4096): ">= 0.7"}
     return {(64, 1_000, 4096): ">= 0.7", (3072, 1_000, 1024): ">= 0.7", (64, 1_000_000, 4096): ">= 0.7"}
@@ -179,8 +179,8 @@ def _round_mantissa(x: np.ndarray, bits: int) -> np.ndarray:
 
 
 def precision_error(n: int = 1000, d: int = 64, batch: int = 256) -> list[dict]:
-    """Why the score's products run at full float32 precision (issue 8: reduced-precision matmuls
-    only "where the error budget allows"): the score error when the operands of both products
+    """Why the score's products run at full float32 precision (reduced-precision matmuls
+    only where the error budget allows): the score error when the operands of both products
     are rounded as a GPU's TF32 or bfloat16 matmul rounds them, against float64, at three times.
     The logits are scaled by alpha / sigma^2, so operand rounding is amplified as t -> 0."""
     rng = np.random.default_rng(0)
