@@ -354,6 +354,23 @@ def test_conditional_network_branches_and_training_input():
         cs.conditional(3)
 
 
+def test_conditional_network_edm_sigma_data_is_filled_like_network_score():
+    """`EDMParam()` (sigma_data None) gets the data's root mean square from `train`, as a
+    `NetworkScore` does; a given sigma_data is kept."""
+    process = jd.VP()
+    data = jnp.array([[3.0, -1.0], [-3.0, 1.0], [3.0, 1.0], [-3.0, -1.0]])  # RMS sqrt(5)
+    labels = np.array([0, 1, 0, 1])
+    model = jd.nn.MLP(2, key=jax.random.PRNGKey(0), width=8, depth=0, n_classes=2)
+    cs = jd.train(jd.ConditionalNetworkScore(model, process, jd.EDMParam()), data, process, labels=labels,
+                  key=jax.random.PRNGKey(1), steps=1, batch_size=4, progress=False)  # fmt: skip
+    assert cs.parametrisation.sigma_data == pytest.approx(np.sqrt(5.0), rel=1e-12)
+    assert cs.conditional(1).parametrisation.sigma_data == pytest.approx(np.sqrt(5.0), rel=1e-12)
+    # a given sigma_data is kept (the resolution step of `train`, without the training)
+    given = jd.ConditionalNetworkScore(model, process, jd.EDMParam(sigma_data=0.5))
+    kept, _ = jd.training._resolve_sigma_data(given, jd.DSMLoss(), data, jax.random.PRNGKey(1))
+    assert kept.parametrisation.sigma_data == 0.5
+
+
 @pytest.mark.slow
 def test_learned_cfg_on_a_labelled_mixture():
     """One network, conditional and unconditional branches: guidance toward class 2 of four

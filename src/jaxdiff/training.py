@@ -179,10 +179,12 @@ def _sigma_data_of(data, key) -> float:
 def _resolve_sigma_data(score, loss, data, key):
     """Fill `sigma_data=None` of EDM preconditioning and of the EDM weighting: the score's own
     value if it has one, else the data's scale; the trained score records it."""
+    from .conditional.network import ConditionalNetworkScore
     from .losses import EDMWeighting, SlicedScoreMatchingLoss
     from .network_score import EDMParam, NetworkScore
 
-    edm_score = isinstance(score, NetworkScore) and isinstance(score.parametrisation, EDMParam)
+    networks = (NetworkScore, ConditionalNetworkScore)  # one parametrisation each, filled alike
+    edm_score = isinstance(score, networks) and isinstance(score.parametrisation, EDMParam)
     edm_loss = isinstance(loss, (DSMLoss, SlicedScoreMatchingLoss))
     edm_loss = edm_loss and isinstance(loss.weighting, EDMWeighting)
     sd = None

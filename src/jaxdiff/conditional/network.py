@@ -61,7 +61,8 @@ class ConditionalNetworkScore(AbstractScore, AbstractConditionalScore):
         *, n_classes: int | None = None, check_times: bool = True):
         """**Arguments:** `model`, a network `model(c, x, label)` (label `n_classes` or `None`:
         the null label), e.g. `jaxdiff.nn.MLP(2, n_classes=8, key=k)`; `process`;
-        `parametrisation` (default `EpsParam()`); `n_classes`, needed only for a model other
+        `parametrisation` (default `EpsParam()`; `EDMParam()` gets its `sigma_data` from the
+        data in `train`, as for `NetworkScore`); `n_classes`, needed only for a model other
         than `MLP`/`UNet`."""
         from ..nn import MLP, UNet
 
