@@ -95,6 +95,24 @@ def test_no_module_over_450_lines():
     assert long == {}
 
 
+def test_abstract_vars_are_abstract():
+    # Under `from __future__ import annotations` Equinox sees the string "eqx.AbstractVar[...]"
+    # and makes an ordinary field of it: the abstract attribute silently becomes a constructor
+    # argument. Every class that declares one must list it in `__abstractvars__`.
+    declared = re.compile(r"^    (\w+): eqx\.AbstractVar\[", re.M)
+    missing = []
+    for name, path in MODULES.items():
+        text = path.read_text()
+        for cls_src in re.split(r"^class ", text, flags=re.M)[1:]:
+            cls_name = re.match(r"\w+", cls_src).group(0)
+            want = set(declared.findall(cls_src.split("\nclass ")[0]))
+            if want:
+                cls = getattr(importlib.import_module(name), cls_name)
+                if not want <= set(cls.__abstractvars__):
+                    missing.append((name, cls_name, sorted(want - set(cls.__abstractvars__))))
+    assert missing == []
+
+
 def test_module_paths_in_the_architecture_page_exist():
     text = (ROOT / "docs" / "architecture.md").read_text()
     paths = set(re.findall(r"`(src/jaxdiff/[\w/.]*)`", text))

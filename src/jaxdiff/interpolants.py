@@ -20,7 +20,6 @@ each interpolant also gives the exact derivatives $\dot\alpha$, $\dot\sigma$
 (`alpha_dot`, `sigma_dot`), which the velocity conversions of `jaxdiff.velocity` use.
 """
 
-from __future__ import annotations
 
 import abc
 

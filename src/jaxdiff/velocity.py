@@ -27,7 +27,6 @@ about the data ($s = -x$ for every law), so the velocity must come from a denois
 velocity, never from a score: this is why samplers take a velocity field (`VelocityScore`).
 """
 
-from __future__ import annotations
 
 import abc
 from collections.abc import Callable
@@ -154,12 +153,12 @@ class AbstractVelocity(eqx.Module):
         """The denoiser implied by this velocity (`denoiser_from_velocity`); finite at `T`."""
         return denoiser_from_velocity(self.process, t, x, self(t, x))
 
-    def as_score(self) -> VelocityScore:
+    def as_score(self) -> "VelocityScore":
         """This velocity as a jaxdiff score."""
         return VelocityScore(self)
 
     @abc.abstractmethod
-    def without_time_checks(self) -> AbstractVelocity:
+    def without_time_checks(self) -> "AbstractVelocity":
         """This velocity without run-time checks of a traced `t` (see
         `AbstractScore.without_time_checks`); velocities without checks return themselves."""
 
@@ -191,7 +190,7 @@ class ExactVelocity(AbstractVelocity):
         self.law = law
         self.check_times = bool(check_times)
 
-    def without_time_checks(self) -> ExactVelocity:
+    def without_time_checks(self) -> "ExactVelocity":
         return ExactVelocity(self.process, self.law, check_times=False)
 
     def __call__(self, t, x):
@@ -224,7 +223,7 @@ class NetworkVelocity(AbstractVelocity):
     def process(self):
         return self.network.process
 
-    def without_time_checks(self) -> NetworkVelocity:
+    def without_time_checks(self) -> "NetworkVelocity":
         return NetworkVelocity(self.network.without_time_checks())
 
     def __call__(self, t, x):
@@ -251,7 +250,7 @@ class VelocityScore(AbstractScore):
     def process(self):
         return self.velocity.process
 
-    def without_time_checks(self) -> VelocityScore:
+    def without_time_checks(self) -> "VelocityScore":
         return VelocityScore(self.velocity.without_time_checks())
 
     def __call__(self, t, x):

@@ -30,7 +30,6 @@ $\tilde s = s(t, x) + \gamma \nabla_x \log p_t(y \mid x)$. With the exact classi
 labelled law and $\gamma = 1$ it is the exact conditional score.
 """
 
-from __future__ import annotations
 
 import abc
 from collections.abc import Callable
@@ -136,7 +135,7 @@ class ClassifierFreeGuidance(AbstractScore):
         self.scale = _scale(scale)
         self.interval = _interval(interval, self.process.T)
 
-    def without_time_checks(self) -> ClassifierFreeGuidance:
+    def without_time_checks(self) -> "ClassifierFreeGuidance":
         return eqx.tree_at(
             lambda s: (s.conditional, s.unconditional),
             self,
@@ -183,7 +182,7 @@ class ClassifierGuidance(AbstractScore):
         self.log_classifier = log_classifier
         self.scale = _scale(scale)
 
-    def without_time_checks(self) -> ClassifierGuidance:
+    def without_time_checks(self) -> "ClassifierGuidance":
         return eqx.tree_at(lambda s: s.score, self, without_time_checks(self.score))
 
     def denoise(self, t, x):

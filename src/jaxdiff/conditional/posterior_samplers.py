@@ -28,7 +28,6 @@ score evaluation plus one vector–Jacobian product through it.
   as noise-free.
 """
 
-from __future__ import annotations
 
 import equinox as eqx
 import jax

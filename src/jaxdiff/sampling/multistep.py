@@ -32,7 +32,6 @@ The integrals are taken by 16-point Gauss–Legendre quadrature: exact for the p
 units in $\rho$).
 """
 
-from __future__ import annotations
 
 import abc
 
