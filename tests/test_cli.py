@@ -55,7 +55,7 @@ def test_sample_toy_law(tmp_path):
     assert len(set(np.argmin(np.linalg.norm(x[:, None] - centres[None], axis=-1), axis=1))) == 8
 
 
-def test_train_then_sample_checkpoint(tmp_path):
+def test_train_then_sample_checkpoint(tmp_path, capsys):
     rng = np.random.default_rng(0)
     data = rng.normal(size=(64, 2)) * [2.0, 0.5] + [3.0, 1.0]
     csv = tmp_path / "d.csv"
@@ -106,6 +106,9 @@ def test_train_then_sample_checkpoint(tmp_path):
     )
     x = np.load(out)
     assert x.shape == (50, 2) and np.all(np.isfinite(x))
+    with pytest.raises(SystemExit):  # an unconditional checkpoint has no classes to guide toward
+        cli.main(["sample", "--checkpoint", str(ckpt), "--class", "1", "--out", str(out)])
+    assert "need a class-conditional checkpoint" in capsys.readouterr().err
 
 
 def test_bad_files(tmp_path, capsys):
@@ -180,3 +183,83 @@ def test_sample_writes_csv_and_plots_one_and_three_dimensions(tmp_path, monkeypa
         x = np.loadtxt(out, delimiter=",", ndmin=2)
         assert x.shape == (20, d) and out.with_suffix(".png").is_file()
     assert "coordinates" not in titles[0] and "coordinates 1 and 2 of 3" in titles[1]
+
+
+# ---- class-conditional checkpoints ------------------------------------------------------
+
+
+def _two_classes(tmp_path, n=400):
+    """Two well-separated classes: N((-2, 0), 0.3^2 I) and N((2, 0), 0.3^2 I)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    means = np.array([[-2.0, 0.0], [2.0, 0.0]])
+    np.save(tmp_path / "d.npy", means[y] + 0.3 * rng.normal(size=(n, 2)))
+    (tmp_path / "y.csv").write_text("label\n" + "\n".join(map(str, y)) + "\n")
+    return tmp_path / "d.npy", tmp_path / "y.csv", means
+
+
+def test_train_conditional_then_sample_a_class_with_guidance(tmp_path, capsys, monkeypatch):
+    data, labels, means = _two_classes(tmp_path)
+    ckpt = tmp_path / "c.ckpt"
+    train = ["train", str(data), "--labels", str(labels), "--out", str(ckpt), "--steps", "300"]
+    assert cli.main([*train, "--width", "32", "--depth", "1", "--batch-size", "128"]) == 0
+    score, meta = cli.load_score(ckpt)
+    assert meta["conditional"] and meta["n_classes"] == 2 and score.n_classes == 2
+    assert meta["label_dropout"] == 0.1 and sum(meta["class_counts"]) == 400
+    titles = []
+    scatter = cli.sample._scatter
+    record = lambda x, path, title, *a: (titles.append(title), scatter(x, path, title, *a))  # noqa: E731
+    monkeypatch.setattr(cli.sample, "_scatter", record)
+    share = {}
+    for y, w in ((0, "2.0"), (1, "1.0"), (1, "0.0")):
+        out = tmp_path / f"s{y}{w}.npy"
+        argv = ["sample", "--checkpoint", str(ckpt), "--class", str(y), "--guidance", w, "--out", str(out)]
+        assert cli.main([*argv, "--n", "200", "--steps", "30", "--sampler", "ddim"]) == 0
+        nearest = np.argmin(np.linalg.norm(np.load(out)[:, None] - means[None], axis=-1), axis=1)
+        share[y, w] = float(np.mean(nearest == y))
+    # guided (w = 2) and conditional (w = 1): the samples lie in the class asked for (measured
+    # 1.0 and 0.99); w = 0 is the unconditional law, both classes (data: 55% class 1; measured 0.64)
+    assert share[0, "2.0"] >= 0.9 and share[1, "1.0"] >= 0.9
+    assert 0.2 < share[1, "0.0"] < 0.8
+    assert "class 0, guidance 2" in titles[0] and "class 1, guidance 0" in titles[2]
+    # bad input: a class outside 0..1, guidance without a class
+    capsys.readouterr()
+    for argv, msg in (
+        (["--class", "2"], "`--class` must be in 0..1"),
+        (["--class", "-1"], "`--class` must be in 0..1"),
+        (["--guidance", "2.0"], "`--guidance` needs `--class`"),
+    ):
+        with pytest.raises(SystemExit):
+            cli.main(["sample", "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.npy"), *argv])
+        assert msg in capsys.readouterr().err
+
+
+def test_train_label_files_and_their_errors(tmp_path, capsys):
+    data, labels, _ = _two_classes(tmp_path, n=8)
+    y = np.loadtxt(labels, skiprows=1, dtype=int)
+    np.testing.assert_array_equal(cli.load_labels(labels, 8), y)
+    np.save(tmp_path / "y.npy", y[:, None])  # an (N, 1) array is one label per row too
+    np.testing.assert_array_equal(cli.load_labels(tmp_path / "y.npy", 8), y)
+    table = np.column_stack([np.load(data), y])  # labels as the last column of the table
+    rest, lab = cli.split_label_column(table, -1)
+    np.testing.assert_array_equal(lab, y)
+    np.testing.assert_array_equal(rest, np.load(data))
+
+    def fails(argv, msg):
+        with pytest.raises(SystemExit) as e:  # before any training: 10^9 steps would never end
+            cli.main(["train", str(data), "--steps", "1000000000", "--out", str(tmp_path / "m"), *argv])
+        assert e.value.code == 2 and msg in capsys.readouterr().err, msg
+
+    def text(body):
+        (tmp_path / "l.txt").write_text(body)
+        return ["--labels", str(tmp_path / "l.txt")]
+
+    fails(["--labels", str(tmp_path / "none.txt")], "does not exist")
+    fails(text("0\n1\n" * 3), "holds 6 labels, the data 8 rows")
+    fails(text("0\n1\n1.5\n" + "0\n" * 5), "line 3 holds 1.5")
+    fails(text("0\n1\nx\n" + "0\n" * 5), "line 3: 'x' is not an integer")
+    fails(text("0\n1\n-1\n" + "0\n" * 5), "line 3 holds -1")
+    fails(text("2\n" * 8), "only class 2: a class-conditional model needs at least 2 classes")
+    fails(["--label-dropout", "0.2"], "`--label-dropout` needs class labels")
+    fails([*text("0\n1\n" * 4), "--label-dropout", "0"], "`--label-dropout` must lie in (0, 1)")
+    fails(["--label-column", "2"], "`--label-column` must be in 0..1")
