@@ -125,6 +125,14 @@ def test_bad_files(tmp_path, capsys):
         cli.main(["sample", "--checkpoint", str(tmp_path / "missing.ckpt")])
     with pytest.raises(SystemExit):
         cli.main(["sample", "--law", "ring8", "--sampler", "exact", "--n", "0"])
+    capsys.readouterr()
+    for argv, msg in (
+        (["--class", "8"], "`--class` must be in 0..7 (the toy has 8 classes), got 8"),
+        (["--class", "1", "--guidance", "nan"], "`--guidance` must be a finite number"),
+    ):
+        with pytest.raises(SystemExit):
+            cli.main(["sample", "--law", "ring8", "--out", str(tmp_path / "x.npy"), *argv])
+        assert msg in capsys.readouterr().err
 
 
 def _csv(tmp_path, text):
