@@ -14,6 +14,7 @@ EXPERIMENTS: tuple[str, ...] = (
     "concentration",
     "generalisation",
     "stopping_time",
+    "stopping_time_score_error",
     "optimise_sampler",
     "guidance_density",
     "flow_equivalence",
