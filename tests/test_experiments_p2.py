@@ -195,8 +195,65 @@ def test_stopping_time(stopping_time):
     assert _fails(kl, bound=_scaled(kl["predicted"]["bound"], 0.8))
 
 
+@pytest.fixture(scope="module")
+def stopping_time_score_error(tmp_path_factory):
+    return _run("stopping_time_score_error", tmp_path_factory)
+
+
+def test_stopping_time_score_error(stopping_time_score_error):
+    out, rows, _ = stopping_time_score_error
+    _check_files(out, rows, "stopping_time_score_error")
+    (row,) = rows
+    assert row["holds"]
+    cases = row["details"]["cases"]
+    # the score error is a real one: zero for the exact score, growing with h
+    for n in row["details"]["ns"]:
+        errors = [c["score_error"] for c in cases if c["n"] == n]
+        assert errors[0] < 1e-9 and np.all(np.diff(errors) > 0) and errors[-1] > 0.2
+    pred = row["predicted"]
+    # a best stop that ignores the score error: no shift, and the exact score's stop above h_c
+    exact = {c["n"]: c["predicted"] for c in cases if c["fraction"] == 0}
+    assert _fails(row, **{"shift by the score error": [0.0] * len(pred["shift by the score error"])})
+    assert _fails(row, **{"last stop": [exact[c["n"]] for c in cases if not c["below_threshold"]]})
+    # the shift and the threshold off by 20% either way; the exact score's stop (a flat
+    # minimum, as in the stopping_time row) off by a factor 1.5
+    for part, factors in (
+        ("shift by the score error", (1.2, 0.8)),
+        ("threshold", (1.2, 0.8)),
+        ("best stop, exact score", (1.5, 1 / 1.5)),
+    ):
+        for f in factors:
+            assert _fails(row, **{part: _scaled(pred[part], f)}), (part, f)
+
+
+def test_stopping_time_closed_forms():
+    module = load_experiment("stopping_time_score_error")
+    # the slope of the closed-form error at t = 0 against a central difference of the error
+    for n, h in ((32, 0.1), (128, 0.25), (512, 0.4)):
+        eps = 1e-6
+        fd = (module.mise(2 * eps, n, h) - module.mise(0.0, n, h)) / (2 * eps)
+        fd2 = (module.mise(eps, n, h) - module.mise(0.0, n, h)) / eps
+        assert module.mise_slope_at_zero(n, h) == pytest.approx(2 * fd2 - fd, rel=1e-5)
+    # with h = 0 the error is the exact score's; above the threshold the best stop is the last
+    # one, below it later than the last
+    n = 128
+    h_c = module.predicted_threshold(n)
+    assert module.mise_slope_at_zero(n, h_c) == pytest.approx(0.0, abs=1e-9)
+    lo, hi = 1e-4, 0.2
+    assert module.predicted_stop(n, 1.05 * h_c, lo, hi) == pytest.approx(lo)
+    assert module.predicted_stop(n, 0.95 * h_c, lo, hi) > 2 * lo
+
+
 @pytest.mark.parametrize(
-    "name", ["li_yau", "lp_stability", "concentration", "generalisation", "stopping_time"]
+    "name",
+    [
+        "li_yau",
+        "lp_stability",
+        "concentration",
+        "generalisation",
+        "stopping_time",
+        "stopping_time_score_error",
+    ],
 )
 def test_sizes_are_checked(name, tmp_path):
     module = load_experiment(name)
