@@ -262,12 +262,22 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         lo, hi = rs[0]["window"]
         (line,) = ax.plot(hs, [predicted_stop(n, h, lo, hi) for h in hs], "-", lw=1.2, label=f"N = {n}")
         ax.plot([r["h"] for r in rs], [r["measured"] for r in rs], "o", color=line.get_color())
+        for r in rs[1:]:  # the score's relative error next to each measured point
+            ax.annotate(
+                f"{r['score_error']:.0%}",
+                (r["h"], r["measured"]),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=7,
+                color=line.get_color(),
+            )
         ax.axvline(h_c_pred[j], color=line.get_color(), ls=":", lw=1)
         ax.plot([thresholds[j, 0]], [0.0], "x", ms=9, mew=2, color=line.get_color(), clip_on=False)
     ax.plot([], [], "k-", lw=1.2, label="predicted (closed form)")
     ax.plot([], [], "ko", label=f"measured (mean of {n_sets} training sets)")
     ax.plot([], [], "k:", lw=1, label="predicted threshold h_c")
     ax.plot([], [], "kx", ms=7, mew=2, label="measured threshold")
+    ax.plot([], [], " ", label="labels: score's relative L2 error")
     ax.set_xlabel("score error level h (smoothing std, data units)")
     ax.set_ylabel("best stopping time t* (OU units)")
     ax.set_ylim(0.0, 1.45 * max(r["predicted"] for r in results))
@@ -290,7 +300,8 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         out,
         f"{NAME}.png",
         caption="Best stopping time against the score's error level h for several N (lines predicted, dots "
-        "measured); it reaches the last stop at the threshold h_c. Right: the error curves at the largest N.",
+        "measured, labelled with the score's relative L2 error); it reaches the last stop at the threshold "
+        "h_c. Right: the error curves at the largest N.",
     )
 
     row = make_row(
