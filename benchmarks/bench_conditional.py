@@ -22,7 +22,8 @@ DPS (likelihood form, `scale` 1) and PiGDM (`sigma_data` 1) on DDPM steps, Repla
 evaluations (DPS and PiGDM add one vector-Jacobian product per evaluation; RePaint's
 resampling multiplies the steps). Distances to `n` exact posterior samples (`posterior_given`
 then the law's own sampler): sliced W2 (256 projections) and, in the JSON, the entropic
-Sinkhorn divergence of ott-jax (epsilon 0.01 x the posterior's mean coordinate variance).
+Sinkhorn divergence of ott-jax (epsilon 0.01 x the prior's mean coordinate variance; NaN where
+the solver fails, e.g. on diverged samples).
 `floor` is the same statistic between two independent exact draws; `prior` is the distance of
 unconditional prior samples (no use of `y`). A sampler that produced NaN is reported as such.
 """
@@ -81,11 +82,17 @@ def problem(name, spec, *, n, nfes, key):
     y = obs.sample(k_y, x_true)
     post = jd.posterior_given(prior, obs, y)
     ref = post.sample(k_ref, n)
-    var = float(jnp.mean(jnp.var(ref, axis=0))) + 1e-6
+    # epsilon on the prior's scale: the posterior's own spread can vanish (one digit), and an
+    # epsilon of ~1e-8 underflows the float32 log-domain iterations
+    var = float(jnp.mean(jnp.var(prior.sample(k_prior, n), axis=0)))
     sink = _sinkhorn(0.01 * var)
 
     def dist(x):
-        return dict(sw2=float(sliced_wasserstein(x, ref, key=k_proj)), sinkhorn=float(sink(x, ref)))
+        div = float(sink(x, ref))
+        # a divergence is >= 0: a negative or infinite value is the solver failing (e.g. on a
+        # diverged sampler's samples), not a distance
+        return dict(sw2=float(sliced_wasserstein(x, ref, key=k_proj)),
+                    sinkhorn=div if np.isfinite(div) and div >= -1e-6 else float("nan"))  # fmt: skip
 
     floor = dist(post.sample(k_floor, n))
     prior_d = dist(prior.sample(k_prior, n))
