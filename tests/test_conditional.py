@@ -214,6 +214,61 @@ def test_replacement_pins_the_observed_coordinates():
     assert float(jnp.max(jnp.abs(xs[:, 0] - process.alpha(1e-3) * 0.9))) < 6 * float(process.sigma(1e-3))
 
 
+
+def _corr_gaussian():
+    return jd.Gaussian(jnp.zeros(2), jnp.array([[1.0, 0.8], [0.8, 1.0]]))
+
+
+def test_dps_sampler_step_is_the_papers_normalised_correction():
+    """One step against the closed form for a Gaussian prior N(0, C): x0_hat = J x with
+    J = alpha C (alpha^2 C + sigma^2 I)^{-1}, and the step adds 2 zeta' J^T A^T r / |r| to the
+    inner DDPM step. A flipped sign, a missing 2, an unnormalised or |r|^2-normalised step
+    each fail this."""
+    prior, process = _corr_gaussian(), jd.VP()
+    obs = jd.LinearObservation(jnp.array([[1.0, 0.5]]), 0.1)
+    y = jnp.array([1.5])
+    score = jd.ExactScore(process, prior)
+    sampler = jd.DPSSampler(obs, y, step_size=0.3)
+    assert sampler.nfe(7) == 7
+    key, t, s, x = jax.random.PRNGKey(3), 0.4, 0.35, jnp.array([0.2, -0.7])
+    got, _ = sampler.step(key, score, process, t, s, x, None)
+    a, s2, C = process.alpha(t), process.sigma2(t), prior.cov
+    J = a * C @ jnp.linalg.inv(a**2 * C + s2 * jnp.eye(2))
+    r = y - obs.A @ (J @ x)
+    ddpm, _ = jd.DDPM().step(key, score, process, t, s, x, None)
+    np.testing.assert_allclose(got, ddpm + 2 * 0.3 * J.T @ obs.A.T @ r / jnp.linalg.norm(r), rtol=1e-10)
+    # the correction reduces the residual of the denoised sample (sign)
+    r_after = y - obs.A @ (J @ got)
+    r_plain = y - obs.A @ (J @ ddpm)
+    assert float(jnp.abs(r_after[0])) < float(jnp.abs(r_plain[0]))
+
+
+def test_dps_sampler_moves_samples_to_the_exact_posterior():
+    """Prior N(0, [[1, .8], [.8, 1]]), observe x_1 with noise 0.1, y = 1.5: the exact posterior
+    mean is (1.485, 1.188), std (0.0995, 0.605); the prior mean is 0. zeta' = 0.05, 200 DDPM
+    steps, 500 samples (standard errors of the means 0.005 and 0.03)."""
+    prior, process = _corr_gaussian(), jd.VP()
+    obs = jd.LinearObservation.inpainting(np.array([True, False]), 0.1)
+    y = jnp.array([1.5])
+    mean = jd.posterior_given(prior, obs, y).mean
+    xs = jd.sample(
+        jax.random.PRNGKey(1), jd.ExactScore(process, prior), process, (500, 2),
+        sampler=jd.DPSSampler(obs, y, step_size=0.05), steps=200,
+    )  # fmt: skip
+    m = jnp.mean(xs, axis=0)
+    # observed coordinate: the last step jumps by up to 2 zeta' |J| ~ 0.1 either way, so the
+    # mean is allowed zeta' = 0.05 (10 standard errors) from the posterior mean
+    assert abs(float(m[0] - mean[0])) < 0.05
+    # unobserved coordinate, moved only through the prior's correlation (J^T): DPS is
+    # approximate, so 0.2 (7 standard errors, a sixth of the prior-to-posterior distance 1.19)
+    assert abs(float(m[1] - mean[1])) < 0.2
+    # with the sign flipped the samples are pushed away from y: the check can fail
+    flipped = jd.sample(
+        jax.random.PRNGKey(1), jd.ExactScore(process, prior), process, (500, 2),
+        sampler=jd.DPSSampler(obs, -y, step_size=0.05), steps=200,
+    )  # fmt: skip
+    assert abs(float(jnp.mean(flipped[:, 0]) - mean[0])) > 1.0
+
 # ---- differentiability ----------------------------------------------------------------
 
 
@@ -248,6 +303,24 @@ def test_gradients_in_scale_and_observation_match_finite_differences():
     assert float(jax.grad(f_obs)(y)) == pytest.approx(float(_fd(f_obs, y)), rel=1e-5)
 
 
+
+def test_dps_sampler_gradients_in_step_size_and_y_match_finite_differences():
+    prior, process = _full_mixture(), jd.VP()
+    # m = 2: with one observed value the normalised step is 2 zeta' J^T A^T sign(r), flat in y
+    obs = jd.LinearObservation(jnp.array([[1.0, 0.5], [0.2, -1.0]]), 0.3)
+    score = jd.ExactScore(process, prior)
+    key = jax.random.PRNGKey(0)
+
+    def f(z, y):
+        sampler = jd.DPSSampler(obs, jnp.array([0.3, -0.4]) + y * jnp.array([1.0, -0.5]), step_size=z)
+        xs = jd.sample(key, score, process, (4, 2), sampler=sampler, steps=4)
+        return jnp.sum(xs * jnp.array([1.0, -2.0]))
+
+    z, y = jnp.array(0.4), jnp.array(0.7)
+    gz, gy = jax.grad(f, argnums=(0, 1))(z, y)
+    assert float(gz) == pytest.approx(float(_fd(lambda v: f(v, y), z)), rel=1e-5)
+    assert float(gy) == pytest.approx(float(_fd(lambda v: f(z, v), y)), rel=1e-5)
+
 # ---- bad input ------------------------------------------------------------------------
 
 
@@ -273,6 +346,19 @@ def test_bad_input_is_refused_clearly():
         jd.ClassifierFreeGuidance(jd.ExactScore(process, lab), None, 2.0)
     with pytest.raises(ValueError, match="noise_std > 0"):
         jd.DPS(jd.ExactScore(process, lab), jd.LinearObservation(jnp.eye(2)), jnp.zeros(2))
+    obs2 = jd.LinearObservation(jnp.array([[1.0, 0.0]]), 0.1)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="`step_size` must be finite and > 0"):
+            jd.DPSSampler(obs2, jnp.ones(1), step_size=bad)
+    with pytest.raises(ValueError, match="`step_size` must be a scalar"):
+        jd.DPSSampler(obs2, jnp.ones(1), step_size=jnp.ones(2))
+    with pytest.raises(ValueError, match=r"`y` must have shape \(1,\)"):
+        jd.DPSSampler(obs2, jnp.ones(2))
+    with pytest.raises(ValueError, match="`inner` must be a one-step sampler"):
+        jd.DPSSampler(obs2, jnp.ones(1), inner=jd.ProbabilityFlow())
+    with pytest.raises(ValueError, match="`x` has shape"):
+        jd.sample(jax.random.PRNGKey(0), jd.ExactScore(process, jd.Gaussian(jnp.zeros(3), jnp.eye(3))),
+                  process, (2, 3), sampler=jd.DPSSampler(obs2, jnp.ones(1)), steps=2)  # fmt: skip
 
 
 # ---- command line ----------------------------------------------------------------------

@@ -118,6 +118,7 @@ from .conditional import (
     ClassifierFreeGuidance as ClassifierFreeGuidance,
     ClassifierGuidance as ClassifierGuidance,
     ConditionalNetworkScore as ConditionalNetworkScore,
+    DPSSampler as DPSSampler,
     ExactClassifier as ExactClassifier,
     Labelled as Labelled,
     LabelledExactScore as LabelledExactScore,

@@ -14,4 +14,9 @@ from .labels import (
 )
 from .network import ConditionalNetworkScore as ConditionalNetworkScore, LabelledLoss as LabelledLoss
 from .observation import LinearObservation as LinearObservation, posterior_given as posterior_given
-from .posterior_samplers import DPS as DPS, PiGDM as PiGDM, Replacement as Replacement
+from .posterior_samplers import (
+    DPS as DPS,
+    DPSSampler as DPSSampler,
+    PiGDM as PiGDM,
+    Replacement as Replacement,
+)

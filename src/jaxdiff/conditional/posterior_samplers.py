@@ -7,8 +7,12 @@ and each method approximates it through Tweedie's denoiser $\hat x_0(t, x) = E[X
 * **DPS** (Chung et al., "Diffusion Posterior Sampling for General Noisy Inverse
   Problems", ICLR 2023, arXiv:2209.14687): $p_t(y \mid x) \approx N(y;\, A \hat x_0,\; s^2 I)$,
   so the correction is $J^\top A^\top (y - A\hat x_0) / s^2$ with $J = \partial \hat x_0 / \partial x$.
-  The paper takes a normalised step $\zeta / |y - A\hat x_0|$ instead of $1/s^2$; here the
-  likelihood form is kept (it makes DPS a score), times `scale`.
+  `DPS` keeps this likelihood form (it makes DPS a score), times `scale`. `DPSSampler` is
+  the paper's own algorithm (its Algorithm 1, Gaussian noise), a sampler: after each
+  ancestral step $x_t \to x'_s$,
+  $x_s = x'_s - \zeta_t \nabla_{x_t} |y - A\hat x_0(t, x_t)|^2$ with the normalised step
+  $\zeta_t = \zeta' / |y - A\hat x_0(t, x_t)|$, i.e.
+  $x_s = x'_s + 2\zeta' J^\top A^\top r / |r|$ with $r = y - A\hat x_0$; $s$ does not enter.
 * **PiGDM** (Song, Vahdat, Mardani & Kautz, "Pseudoinverse-Guided Diffusion Models for
   Inverse Problems", ICLR 2023): $p_t(y \mid x) \approx N(y;\, A\hat x_0,\; s^2 I + r_t^2 A A^\top)$
   with $r_t^2 = \sigma_d^2\sigma_t^2 / (\alpha_t^2\sigma_d^2 + \sigma_t^2)$, the posterior
@@ -16,7 +20,7 @@ and each method approximates it through Tweedie's denoiser $\hat x_0(t, x) = E[X
   $J^\top A^\top (s^2 I + r_t^2 A A^\top)^{-1} (y - A \hat x_0)$. Noise-free observations
   ($s = 0$) are allowed.
 
-Both are score transformations: every sampler takes them. Each evaluation costs one prior
+`DPS` and `PiGDM` are score transformations: every sampler takes them. Each evaluation costs one prior
 score evaluation plus one vector–Jacobian product through it.
 
 * **Replacement / RePaint** (Lugmayr et al., "RePaint: Inpainting using Denoising Diffusion
@@ -35,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import is_concrete
+from .._checks import as_float_array, is_concrete
 from ..processes import AbstractProcess
 from ..sampling.base import AbstractStepSampler, denoiser
 from ..scores import AbstractScore, tweedie_denoise, without_time_checks
@@ -201,3 +205,74 @@ class Replacement(AbstractStepSampler):
                 std = jnp.sqrt(jnp.maximum(process.sigma2(t) - a**2 * process.sigma2(s), 0.0))
                 x = a * xs + std * jax.random.normal(k_back, x.shape, x.dtype)
         return xs, new_state
+
+
+def _step_size(step_size):
+    z = as_float_array("step_size", step_size)
+    if z.shape != ():
+        raise ValueError(f"`step_size` must be a scalar (the paper's zeta'), got shape {z.shape}")
+    if is_concrete(z):
+        v = float(z)
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"`step_size` must be finite and > 0 (the paper's zeta', e.g. 1.0), got {v}")
+        return z
+    return eqx.error_if(z, ~(jnp.isfinite(z) & (z > 0)), "`step_size` must be finite and > 0")
+
+
+class DPSSampler(AbstractStepSampler):
+    r"""Diffusion posterior sampling as published (Chung et al. 2023, Algorithm 1): an
+    `inner` ancestral step $x_t \to x'_s$, then the normalised measurement step
+
+    $$x_s = x'_s - \frac{\zeta'}{|y - A\hat x_0|}\,\nabla_{x_t} |y - A\hat x_0(t, x_t)|^2
+    = x'_s + 2\zeta'\, \frac{J^\top A^\top (y - A\hat x_0)}{|y - A\hat x_0|},$$
+
+    with $\hat x_0$ the Tweedie denoiser of the score the sampler is given and
+    $J = \partial\hat x_0/\partial x_t$ (one vector–Jacobian product per step). The step
+    does not depend on the grid spacing or on `noise_std`: each step moves at most
+    $2\zeta' \|J\|\,\|A\|$, so the total pull grows with the number of steps.
+    """
+
+    observation: LinearObservation
+    y: Float[Array, " m"]
+    step_size: Float[Array, ""]
+    inner: AbstractStepSampler
+
+    def __init__(
+        self,
+        observation: LinearObservation,
+        y,
+        step_size: Scalar = 1.0,
+        inner: AbstractStepSampler | None = None,
+    ):
+        """**Arguments:** `observation`; `y`, shape `(m,)`; `step_size`, the paper's constant
+        `zeta' > 0` (an array: differentiable); `inner`, a one-step sampler without multistep
+        state (default `DDPM()`, the paper's ancestral step)."""
+        from ..sampling import DDPM
+
+        self.y = _check_obs(observation, y)
+        inner = DDPM() if inner is None else inner
+        if not isinstance(inner, AbstractStepSampler):
+            raise ValueError(f"`inner` must be a one-step sampler such as DDPM(), got {type(inner).__name__}")
+        self.observation = observation
+        self.step_size = _step_size(step_size)
+        self.inner = inner
+
+    def nfe(self, steps):
+        # the correction's denoiser is evaluated at the inner step's own (t, x_t); its VJP is a
+        # backward pass, not a further evaluation
+        return self.inner.nfe(steps)
+
+    def init_state(self, score, process, ts, x):
+        return self.inner.init_state(score, process, ts, x)
+
+    def step(self, key, score, process, t, s, x, state):
+        self.observation.check_sample(x)
+        A = self.observation.A.astype(x.dtype)
+        x0, vjp = jax.vjp(lambda z: denoiser(score, process)(t, z), x)
+        r = self.y.astype(x.dtype) - A @ x0.reshape(-1)
+        sq = jnp.sum(r**2)
+        # |r| = 0 only when y is matched exactly: no correction (and no NaN in its gradient)
+        inv_norm = jnp.where(sq > 0, jax.lax.rsqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+        (g,) = vjp((A.T @ r).reshape(x.shape))  # J^T A^T r = -grad |r|^2 / 2
+        xs, new_state = self.inner.step(key, score, process, t, s, x, state)
+        return xs + 2 * self.step_size.astype(x.dtype) * inv_norm * g, new_state
