@@ -395,7 +395,7 @@ def test_law_methods_delegate_to_the_conditional_package():
 def test_conditional_network_branches_and_training_input():
     process = jd.VP()
     model = jd.nn.MLP(2, key=jax.random.PRNGKey(0), width=16, depth=1, n_classes=3)
-    cs = jd.ConditionalNetworkScore(model, process)
+    cs = jd.ConditionalNetworkScore(model, process, jd.EpsParam())
     x, t = jnp.array([0.3, -0.2]), 0.4
     c, xin = jd.EpsParam().c_noise(process, t), jd.EpsParam().c_in(process, t) * x
     np.testing.assert_allclose(cs.unconditional()(t, x), -model(c, xin) / process.sigma(t), rtol=1e-12)
@@ -407,6 +407,8 @@ def test_conditional_network_branches_and_training_input():
         cs, data, process, key=jax.random.PRNGKey(2), steps=3, batch_size=8, labels=labels, progress=False
     )
     assert isinstance(trained, jd.ConditionalNetworkScore)
+    # the default parametrisation is NetworkScore's (EDM preconditioning)
+    assert isinstance(jd.ConditionalNetworkScore(model, process).parametrisation, jd.EDMParam)
     assert np.all(np.isfinite(np.asarray(jd.guide(trained, 0, 2.0)(t, x))))
     with pytest.raises(ValueError, match="no unconditional branch"):
         jd.train(

@@ -22,7 +22,7 @@ from jaxtyping import Array, Int
 
 from .._checks import as_float_array, is_concrete
 from ..losses import AbstractLoss
-from ..network_score import AbstractParametrisation, EpsParam, NetworkScore
+from ..network_score import AbstractParametrisation, EDMParam, NetworkScore
 from ..processes import AbstractProcess
 from ..scores import AbstractScore
 from ._checks import check_label
@@ -61,8 +61,8 @@ class ConditionalNetworkScore(AbstractScore, AbstractConditionalScore):
         *, n_classes: int | None = None, check_times: bool = True):
         """**Arguments:** `model`, a network `model(c, x, label)` (label `n_classes` or `None`:
         the null label), e.g. `jaxdiff.nn.MLP(2, n_classes=8, key=k)`; `process`;
-        `parametrisation` (default `EpsParam()`; `EDMParam()` gets its `sigma_data` from the
-        data in `train`, as for `NetworkScore`); `n_classes`, needed only for a model other
+        `parametrisation` (default `EDMParam()`, as for `NetworkScore`, its `sigma_data` taken
+        from the data in `train`); `n_classes`, needed only for a model other
         than `MLP`/`UNet`."""
         from ..nn import MLP, UNet
 
@@ -74,7 +74,7 @@ class ConditionalNetworkScore(AbstractScore, AbstractConditionalScore):
             )
         self.model = model
         self.process = process
-        self.parametrisation = EpsParam() if parametrisation is None else parametrisation
+        self.parametrisation = EDMParam() if parametrisation is None else parametrisation
         self.n_labels = n
         self.check_times = bool(check_times)
 
