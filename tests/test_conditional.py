@@ -492,3 +492,33 @@ def test_learned_cfg_on_a_labelled_mixture():
             jnp.mean(jnp.argmin(jnp.linalg.norm(xs[:, None] - means[None], axis=-1), axis=1) == 2)
         )
     assert share[1.0] > 0.95 and share[0.0] < 0.4  # measured: 1.0 and 0.256
+
+
+@pytest.mark.slow
+def test_digits_cfg_guides_a_unet_to_the_asked_class():
+    """A small class-conditional U-Net on the scikit-learn digits (400 steps): with guidance a
+    logistic regression trained on real digits recognises the asked class (>= 0.9; measured
+    0.99 at scale 4 with this setup), without guidance it does not (chance is 0.1)."""
+    import optax
+    from sklearn.linear_model import LogisticRegression
+
+    with jax.enable_x64(False):
+        images, labels = jd.data.digits(return_labels=True)
+        labels = np.asarray(labels)
+        flat = np.asarray(images).reshape(len(images), -1)
+        clf = LogisticRegression(max_iter=3000).fit(flat, labels)
+        process = jd.VP()
+        key = jax.random.PRNGKey(0)
+        model = jd.nn.UNet(1, key=key, base=16, mults=(1, 2), n_classes=10)
+        score = jd.train(jd.ConditionalNetworkScore(model, process), images, process,
+                         key=jax.random.fold_in(key, 1), steps=400, batch_size=128, labels=labels,
+                         label_dropout=0.1, optimizer=optax.adam(2e-3), progress=False)  # fmt: skip
+        acc = {}
+        for w in (0.0, 4.0):
+            hits = []
+            for c in range(10):
+                k = jax.random.fold_in(jax.random.PRNGKey(7), c)
+                x = jd.sample(k, jd.guide(score, c, w), process, (20, 1, 8, 8), sampler=jd.DDIM(), steps=50)
+                hits.append(clf.predict(np.clip(np.asarray(x).reshape(20, -1), -1, 1)) == c)
+            acc[w] = float(np.mean(hits))
+    assert acc[4.0] >= 0.9 and acc[0.0] <= 0.3, acc
