@@ -268,6 +268,8 @@ def test_train_label_files_and_their_errors(tmp_path, capsys):
     fails(text("0\n1\nx\n" + "0\n" * 5), "line 3: 'x' is not an integer")
     fails(text("0\n1\n-1\n" + "0\n" * 5), "line 3 holds -1")
     fails(text("2\n" * 8), "only class 2: a class-conditional model needs at least 2 classes")
+    fails(text("0\n2\n" * 4), "no example of class 1 below its largest class 2")
+    fails(text("1\n2\n" * 4), "no example of class 0 below its largest class 2")
     fails(["--label-dropout", "0.2"], "`--label-dropout` needs class labels")
     fails([*text("0\n1\n" * 4), "--label-dropout", "0"], "`--label-dropout` must lie in (0, 1)")
     fails(["--label-column", "2"], "`--label-column` must be in 0..1")

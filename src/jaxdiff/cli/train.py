@@ -45,6 +45,14 @@ def _check_labels(labels: np.ndarray, n_rows: int, where) -> np.ndarray:
             f"`--labels` holds only class {classes[0]}: a class-conditional model needs at least 2 classes "
             "(train without `--labels` for an unconditional one)"
         )
+    # a class without examples would get an untrained branch that `sample --class` draws from
+    empty = np.setdiff1d(np.arange(classes[-1] + 1), classes)
+    if empty.size:
+        shown = ", ".join(str(c) for c in empty[:5]) + (", ..." if empty.size > 5 else "")
+        raise ValueError(
+            f"`--labels` has no example of class {shown} below its largest class {classes[-1]}: "
+            "number the classes 0, 1, ..., K-1 without gaps"
+        )
     return labels
 
 
