@@ -103,12 +103,15 @@ def run(steps: int, per_class: int, out: str, seed: int = 0, base: int = 32) -> 
     cols = min(8, per_class)
     fig, axes = plt.subplots(1, len(SCALES), figsize=(3.2 * len(SCALES), 4.2))
     for ax, w, r in zip(axes, SCALES, results):
-        tile = grids[w][:, :cols, 0]  # (10, cols, 8, 8)
+        tile = np.clip(grids[w][:, :cols, 0], -1, 1)  # (10, cols, 8, 8)
+        # one background pixel around each digit, so neighbours do not run together
+        tile = np.pad(tile, ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=-1.0)
         img = np.concatenate([np.concatenate(list(row), axis=1) for row in tile], axis=0)
         ax.imshow(img, cmap="gray_r", vmin=-1, vmax=1)
         ax.set_title(f"scale {w:g}: acc {r['accuracy']:.2f}, div {r['diversity']:.2f}", fontsize=9)
         ax.set_xticks([])
-        ax.set_yticks(np.arange(10) * 8 + 3.5, [str(c) for c in range(10)])
+        ax.set_yticks(np.arange(10) * 9 + 3.5, [str(c) for c in range(10)])
+        ax.set_ylabel("class")
     fig.tight_layout()
     os.makedirs(out, exist_ok=True)
     fig.savefig(os.path.join(out, "digits_cfg.png"), dpi=110)
