@@ -16,7 +16,10 @@ usual defaults $\rho = 7$, $t_{end} = 10^{-3} T$, on `n` training draws, and eva
 * `descent`: the held-out error after descent is below the error at the defaults, by more
   than 3 standard errors of the paired difference;
 * `grid`: an independent check of the gradients: the descent's end point is within 10% of
-  the best point of a `grid x grid` search over $(\rho, t_{end})$ (or better).
+  the best point of a search over $(1/\rho, t_{end})$ (or better). The search runs over
+  $1/\rho$ from 0 to 2 so that it covers the whole family: $1/\rho = 0$ is the limit
+  $\rho \to \infty$, the grid even in log-SNR (`jd.LogSNRGrid`), and the error still falls
+  slowly towards it, so a search over a finite range of $\rho$ always ends on its edge.
 """
 
 from __future__ import annotations
@@ -78,9 +81,8 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     (x_train, ref_train), (x_eval, ref_eval) = draws(k_train, cfg["n"]), draws(k_eval, cfg["n_eval"])
 
     @eqx.filter_jit
-    def errors(theta, x_T, ref):
+    def grid_errors(grid, t_end, x_T, ref):
         """Per-sample squared error of the K-step sampler against the exact flow."""
-        rho, t_end = _params(theta, T)
         xs = jd.sample(
             jax.random.PRNGKey(0),
             score,
@@ -89,10 +91,14 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             sampler=sampler,
             steps=cfg["steps"],
             t_end=t_end,
-            grid=jd.EDMGrid(rho),
+            grid=grid,
             x_init=x_T,
         )
         return jnp.sum((xs - ref) ** 2, axis=1)
+
+    def errors(theta, x_T, ref):
+        rho, t_end = _params(theta, T)
+        return grid_errors(jd.EDMGrid(rho), t_end, x_T, ref)
 
     loss_and_grad = eqx.filter_jit(jax.value_and_grad(lambda th: jnp.mean(errors(th, x_train, ref_train))))
 
@@ -114,12 +120,21 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     se_diff = diff.std(ddof=1) / np.sqrt(diff.size)
     rho_opt, t_end_opt = (float(v) for v in _params(theta, T))
 
-    # independent check: a grid search over (rho, t_end) on the held-out draws
-    # wide enough that the best point lies inside the range, not on its edge
-    rhos = np.geomspace(0.5, 300.0, cfg["grid"])
+    # Independent check: a grid search over (1/rho, t_end) on the held-out draws. The error
+    # keeps falling slowly as rho grows, so any finite rho range has its best point on the
+    # edge; searching in 1/rho instead closes the family: 1/rho = 0 is the limit rho -> inf,
+    # which is exactly the grid even in log-SNR (LogSNRGrid).
+    inv_rhos = np.concatenate([[0.0], np.geomspace(1 / 300.0, 2.0, cfg["grid"])])
     t_ends = np.geomspace(1e-5, 0.5, cfg["grid"]) * T
+
+    def _grid(inv_rho):
+        return jd.LogSNRGrid() if inv_rho == 0 else jd.EDMGrid(1 / inv_rho)
+
     surface = np.array(
-        [[float(jnp.mean(errors(_theta(r, te, T), x_eval, ref_eval))) for te in t_ends] for r in rhos]
+        [
+            [float(jnp.mean(grid_errors(_grid(k), jnp.asarray(te), x_eval, ref_eval))) for te in t_ends]
+            for k in inv_rhos
+        ]
     )
     best = np.unravel_index(np.argmin(surface), surface.shape)
     grid_best = float(surface[best])
@@ -151,22 +166,24 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
     )
     ax1.axhline(after.mean(), color="C2", ls="-.", label="held-out, after descent")
     ax1.axhline(
-        grid_best, color="k", ls=":", label=f"held-out, best of {cfg['grid']}x{cfg['grid']} grid search"
+        grid_best, color="k", ls=":", label=f"held-out, best of {len(inv_rhos)}x{len(t_ends)} grid search"
     )
     ax1.set_xlabel("Adam iteration")
     ax1.set_ylabel(r"mean $|\hat X - X^\star|^2$ (pathwise error vs exact flow)")
     ax1.set_title(f"PF-ODE, Euler, NFE = {nfe}: error vs iteration")
     ax1.legend(fontsize=7)
-    cs = ax2.contourf(t_ends / T, rhos, np.log10(surface), levels=20, cmap="viridis")
+    cs = ax2.contourf(t_ends / T, inv_rhos, np.log10(surface), levels=20, cmap="viridis")
     fig.colorbar(cs, ax=ax2, label=r"$\log_{10}$ held-out error")
-    ax2.plot(np.array(history["t_end"]) / T, history["rho"], "w.-", ms=3, label="descent path")
-    ax2.plot([DEFAULT_T_END_FRACTION], [DEFAULT_RHO], "r*", ms=12, label="defaults")
-    ax2.plot([t_end_opt / T], [rho_opt], "wo", mec="k", ms=8, label="end point")
-    ax2.plot([t_ends[best[1]] / T], [rhos[best[0]]], "kx", ms=10, label="grid best")
+    ax2.plot(np.array(history["t_end"]) / T, 1 / np.array(history["rho"]), "w.-", ms=3, label="descent path")
+    ax2.plot([DEFAULT_T_END_FRACTION], [1 / DEFAULT_RHO], "r*", ms=12, label="defaults")
+    ax2.plot([t_end_opt / T], [1 / rho_opt], "wo", mec="k", ms=8, label="end point")
+    ax2.plot([t_ends[best[1]] / T], [inv_rhos[best[0]]], "kx", ms=10, mew=2, label="grid best", clip_on=False)
     ax2.set_xscale("log")
-    ax2.set_yscale("log")
+    # linear through 0 (the log-SNR grid, rho = inf), logarithmic above
+    ax2.set_yscale("symlog", linthresh=inv_rhos[1])
+    ax2.set_ylim(0, inv_rhos[-1])
     ax2.set_xlabel(r"$t_{end} / T$")
-    ax2.set_ylabel(r"EDM grid exponent $\rho$")
+    ax2.set_ylabel(r"$1/\rho$ (EDM grid; 0 = even in log-SNR)")
     ax2.set_title("error surface (grid search) and descent path")
     ax2.legend(fontsize=7)
     fig_name = save_figure(
@@ -188,7 +205,7 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
         "iterations": cfg["iters"],
         "learning_rate": cfg["lr"],
     }
-    interior = bool(0 < best[0] < len(rhos) - 1 and 0 < best[1] < len(t_ends) - 1)
+    best_inv_rho = float(inv_rhos[best[0]])
     rows = [
         make_row(
             f"{NAME}/descent",
@@ -218,11 +235,16 @@ def main(out_dir, *, profile: str = "quick", key: int = 0, **sizes) -> list[dict
             figures=[fig_name],
             details={
                 **common,
-                "grid_rho": rhos,
+                "grid_inverse_rho": inv_rhos,
                 "grid_t_end": t_ends,
                 "grid_error": surface,
-                "grid_best": {"rho": rhos[best[0]], "t_end": t_ends[best[1]], "error": grid_best},
-                "grid_best_inside_range": interior,
+                "grid_best": {
+                    "inverse_rho": best_inv_rho,
+                    "grid": "LogSNRGrid" if best_inv_rho == 0 else f"EDMGrid({1 / best_inv_rho:.4g})",
+                    "t_end": t_ends[best[1]],
+                    "error": grid_best,
+                },
+                "grid_best_t_end_inside_range": bool(0 < best[1] < len(t_ends) - 1),
                 "ratio_to_grid_best": ratio_grid,
             },
             criterion=at_most(

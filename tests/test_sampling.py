@@ -120,6 +120,12 @@ def test_grids(process):
     ref = (smax ** (1 / 7) + u * (smin ** (1 / 7) - smax ** (1 / 7))) ** 7
     ts = jd.EDMGrid(rho=7.0)(process, K, t_end)
     np.testing.assert_allclose(np.asarray(process.sigma(ts) / process.alpha(ts)), ref, rtol=1e-8)
+    # as rho grows the EDM grid tends to the log-SNR grid, with an O(1/rho) gap (the grid
+    # search of the optimise_sampler experiment puts 1/rho = 0 there)
+    lam_edm = lambda rho: np.asarray(process.log_snr(jd.EDMGrid(rho)(process, K, t_end)))
+    gaps = [np.max(np.abs(lam_edm(rho) - lam)) for rho in (1e2, 1e3, 1e4)]
+    assert gaps[2] < 1e-2 * (lam[-1] - lam[0]), gaps
+    assert 7 < gaps[0] / gaps[1] < 13 and 7 < gaps[1] / gaps[2] < 13, gaps
 
 
 # ---- DDPM / DDIM on a Dirac law: exact transitions -------------------------------------
