@@ -185,8 +185,8 @@ def sde_speed(n: int, steps: int, reps: int) -> dict:
         )
 
     def ours_diffrax_grid():
-        return jd.sample(key, score, process, (n, 2), sampler=jd.DiffraxReverseSDE(diffrax.Euler()), steps=steps,
-                         t_end=t_end, x_init=x0)  # fmt: skip
+        sampler = jd.DiffraxReverseSDE(diffrax.Euler())
+        return jd.sample(key, score, process, (n, 2), sampler=sampler, steps=steps, t_end=t_end, x_init=x0)
 
     fns = {
         "jd.sample(ReverseSDE())": ours,

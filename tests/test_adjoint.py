@@ -15,7 +15,7 @@ LAW = jd.GaussianMixture(jnp.array([[1.5, 0.0], [-1.0, 0.5]]), 0.4)
 
 
 def _step_samplers():
-    """Every step sampler; a representative four (stochastic, corrector, multistep history)
+    """Every step sampler; a representative three (stochastic, corrector, multistep history)
     run by default, the rest with `-m slow` (each costs a compilation of nested loops)."""
     slow = pytest.mark.slow
     return [
@@ -23,7 +23,7 @@ def _step_samplers():
         pytest.param(jd.DDPM(), marks=slow),
         pytest.param(jd.DDIM(), marks=slow),
         pytest.param(jd.EDMHeun(), marks=slow),
-        jd.DPMSolverPP(order=3),
+        pytest.param(jd.DPMSolverPP(order=3), marks=slow),
         jd.PredictorCorrector(),
         pytest.param(jd.UniPC(order=3), marks=slow),
         pytest.param(jd.IPNDM(order=4), marks=slow),
@@ -73,6 +73,7 @@ def test_checkpoint_equals_backprop_float64(sampler):
     assert all(bool(jnp.all(jnp.isfinite(g))) and float(jnp.max(jnp.abs(g))) > 0 for g in plain)
 
 
+@pytest.mark.slow
 def test_checkpoint_equals_backprop_float32_weights():
     """Network weights as the parameter, float32, default schedule (two levels at 40 steps)."""
     process = jd.VP()
@@ -211,6 +212,7 @@ def test_schedule_defaults():
     assert (b, L) == (8, 2)
 
 
+@pytest.mark.slow
 def test_diffrax_sampler_takes_diffrax_adjoint():
     score = jd.ExactScore(jd.OU(), LAW)
 
@@ -235,6 +237,7 @@ def test_diffrax_sampler_takes_diffrax_adjoint():
     np.testing.assert_allclose(g_direct, g_default, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_log_likelihood_backsolve_adjoint_agrees():
     """`log_likelihood` is a Diffrax solve: the continuous adjoint (backsolve) agrees with the
     default discretise-then-optimise gradient to the solver's tolerance."""

@@ -171,6 +171,7 @@ def test_output_paths_are_refused_before_any_work(tmp_path, capsys):
     assert "must end in .npy or .csv" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sample_writes_csv_and_plots_one_and_three_dimensions(tmp_path, monkeypatch):
     import matplotlib.figure
 

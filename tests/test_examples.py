@@ -10,13 +10,19 @@ import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+# the longest examples (each a training run or a sweep of samplers) run with `-m slow`
+LONG = {"digits_unet", "samplers", "tune_sampler", "likelihood", "train_csv"}
 
 
 def test_there_are_examples():
     assert len(SCRIPTS) >= 6
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem in LONG else p for p in SCRIPTS],
+    ids=lambda p: p.stem,
+)
 def test_example_writes_its_figure(script, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))  # as when the script runs: its folder is on the path
     monkeypatch.chdir(tmp_path)

@@ -73,7 +73,12 @@ def test_log_likelihood_refuses_bad_input():
 NET = jd.NetworkScore(jd.nn.MLP(2, key=jax.random.PRNGKey(4), width=8, depth=1), jd.OU(), jd.EDMParam())
 
 
-@pytest.mark.parametrize("sampler", [jd.ReverseSDE(), jd.ProbabilityFlow()], ids=lambda s: type(s).__name__)
+# the probability-flow case costs a Diffrax solve's compilation twice over: with `-m slow`
+@pytest.mark.parametrize(
+    "sampler",
+    [jd.ReverseSDE(), pytest.param(jd.ProbabilityFlow(), marks=pytest.mark.slow)],
+    ids=lambda s: type(s).__name__,
+)
 def test_gradient_through_sampler_matches_finite_differences(sampler):
     # J(theta) = mean |X_{t_end}|^2 over 16 samples with fixed noise: a smooth function of the weights
     @eqx.filter_jit

@@ -200,7 +200,8 @@ pts = jax.random.normal(jax.random.PRNGKey(0), (4096, 16), jnp.float32)
 key = jax.random.PRNGKey(1)
 
 def one_device(points):
-    return np.asarray(jd.sample(key, jd.ExactScore(process, jd.PointCloud(points)), process, (1024, 16), steps=50))
+    score = jd.ExactScore(process, jd.PointCloud(points))
+    return np.asarray(jd.sample(key, score, process, (1024, 16), steps=50))
 
 def rel(u, v):
     return float(np.max(np.abs(u - v)) / np.max(np.abs(v)))
@@ -209,7 +210,8 @@ score = jd.ExactScore(process, jd.PointCloud(pts))
 a = par.gather(par.sharded_sample(key, score, process, (1024, 16), mesh=par.device_mesh(), steps=50))
 b = one_device(pts)
 # the same law with its points in another order: only the rounding changes
-reordered = [rel(one_device(pts[jax.random.permutation(jax.random.PRNGKey(10 + i), 4096)]), b) for i in range(4)]
+perms = [jax.random.permutation(jax.random.PRNGKey(10 + i), 4096) for i in range(4)]
+reordered = [rel(one_device(pts[p]), b) for p in perms]
 print("RESULT " + json.dumps(dict(devices=len(jax.devices()), rel=rel(a, b), reordered=reordered)))
 """
 

@@ -48,6 +48,7 @@ def _train(score, steps, **kw):
 # ---- acceptance: an MLP trained on a 2-D mixture ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_trained_mlp_matches_exact_score_and_law():
     # EDM preconditioning, weighting and log-normal noise levels; float32 weights for speed.
     model = jd.nn.MLP(2, key=jax.random.PRNGKey(0), width=64, depth=2, dtype=jnp.float32)
@@ -259,6 +260,7 @@ _WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_same_loss_curve_as_one():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_ENABLE_X64="1",
                JAX_PLATFORMS="cpu")

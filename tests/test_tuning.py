@@ -72,6 +72,7 @@ def test_tune_grid_takes_any_callable_score():
     assert tuned.steps == 3 and bool(jnp.isfinite(log.heldout_rms))
 
 
+@pytest.mark.slow
 def test_adaptive_sde_matches_a_gaussian_and_counts_its_evaluations():
     # N(m, c^2 I): the law at t_end is Gaussian with a closed form; mean and variance of 4000
     # samples within 4 standard errors; tighter tolerances cost more evaluations.
